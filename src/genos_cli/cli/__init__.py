@@ -1,0 +1,1 @@
+"""The `genos` command line: a thin map from subcommand to library function."""

@@ -1,0 +1,45 @@
+"""The `genos` Typer application. Subcommand modules import heavy libraries lazily so
+that `genos --help` stays instant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from genos_cli import __version__
+from genos_cli.cli import config_cmd, preprocess_cmd, tokenize_cmd
+
+app = typer.Typer(
+    name="genos",
+    help="Build small Mixture-of-Experts DNA language models: genomes in, trained model out.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(tokenize_cmd.app, name="tokenize")
+app.command(name="preprocess")(preprocess_cmd.preprocess)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """genos: genomes (FASTA) → tokenizer → Megatron data → MoE DNA language model."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,356 @@
+"""The typed run configuration: one pydantic model per concern, each checking itself.
+
+Field descriptions are the documentation: `genos config show` prints them as YAML comments
+and docs/config.md is generated from them (tests/unit/test_config.py keeps it in sync).
+Cross-field checks collect every problem they find and raise them together, one per line,
+so a user fixing a config sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Token ids are written to Megatron .bin files as uint16 (as nanoGPT and Megatron-LM do for
+# vocabularies under 65536), so no tokenizer or embedding may be larger than this.
+MAX_VOCAB_SIZE = 2**16
+
+NUCLEOTIDE_VOCAB_SIZE = 16  # A C G T N + specials; fixed by the nucleotide tokenizer
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_vocab_fits_uint16(value: int) -> int:
+    if value > MAX_VOCAB_SIZE:
+        raise ValueError(
+            f"at most {MAX_VOCAB_SIZE} token ids fit in the uint16 data files, got {value}"
+        )
+    return value
+
+
+VocabSize = Annotated[int, AfterValidator(_check_vocab_fits_uint16)]
+
+
+def _raise_all(problems: list[str]) -> None:
+    # One ValueError per validator is all pydantic allows; newlines let the error formatter
+    # in presets.py print each problem as its own bullet.
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+class _Section(BaseModel):
+    # extra="forbid" is what turns a typo'd key into an error instead of a silent default.
+    # protected_namespaces=(): `model_path` is a real setting, not a pydantic internal.
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    """The Mixture-of-Experts transformer (Mixtral-style: GQA attention, RoPE, SwiGLU experts)."""
+
+    num_layers: int = Field(gt=0, description="Number of transformer blocks.")
+    hidden_size: int = Field(gt=0, description="Width of the residual stream.")
+    num_attention_heads: int = Field(gt=0, description="Query heads per attention layer.")
+    num_query_groups: int = Field(
+        gt=0,
+        description="Key/value heads (grouped-query attention); divides num_attention_heads.",
+    )
+    num_experts: int = Field(gt=0, description="SwiGLU experts in each MoE layer.")
+    moe_router_topk: int = Field(
+        default=2, gt=0, description="Experts each token is routed to (top-k of the router)."
+    )
+    expert_ffn_hidden_size: int = Field(
+        gt=0, description="Inner width of each expert's SwiGLU feed-forward network."
+    )
+    vocab_size: VocabSize = Field(
+        default=128,
+        gt=0,
+        description="Rows of the embedding and output head; at least the tokenizer's vocab.",
+    )
+    max_seq_length: int = Field(
+        default=512, gt=0, description="Context length in tokens (training sequence length)."
+    )
+    rope_base: float = Field(
+        default=10000.0, gt=0, description="Base (theta) of the rotary position embedding."
+    )
+    norm_eps: float = Field(default=1e-5, gt=0, description="Epsilon of every RMSNorm.")
+    aux_loss_coeff: float = Field(
+        default=1e-2,
+        ge=0,
+        description="Weight of the load-balancing loss (Switch Transformer, Fedus et al. 2021).",
+    )
+    z_loss_coeff: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of the router z-loss (ST-MoE, Zoph et al. 2022); 0 turns it off.",
+    )
+    init_std: float = Field(
+        default=0.02, gt=0, description="Standard deviation of the normal weight init."
+    )
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (hidden_size / num_attention_heads)."""
+        return self.hidden_size // self.num_attention_heads
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelConfig:
+        problems = []
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(
+                f"hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        elif self.head_dim % 2:
+            problems.append(
+                f"head_dim = hidden_size / num_attention_heads = {self.head_dim} must be even, "
+                "because rotary embeddings rotate pairs of dimensions"
+            )
+        if self.num_attention_heads % self.num_query_groups:
+            problems.append(
+                f"num_attention_heads ({self.num_attention_heads}) must be divisible by "
+                f"num_query_groups ({self.num_query_groups})"
+            )
+        if self.moe_router_topk > self.num_experts:
+            problems.append(
+                f"moe_router_topk ({self.moe_router_topk}) must be between 1 and "
+                f"num_experts ({self.num_experts})"
+            )
+        _raise_all(problems)
+        return self
+
+
+class TokenizerConfig(_Section):
+    """How DNA text becomes token ids."""
+
+    kind: Literal["bpe", "nucleotide"] = Field(
+        default="bpe",
+        description="'bpe': SentencePiece BPE over DNA; 'nucleotide': one token per base.",
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="SentencePiece .model file; null = the default tokenizer shipped with genos.",
+    )
+    vocab_size: VocabSize = Field(
+        default=128,
+        gt=0,
+        description=f"Token ids the tokenizer uses; {NUCLEOTIDE_VOCAB_SIZE} for 'nucleotide'.",
+    )
+
+    @model_validator(mode="after")
+    def _check_nucleotide(self) -> TokenizerConfig:
+        problems = []
+        if self.kind == "nucleotide":
+            if self.vocab_size != NUCLEOTIDE_VOCAB_SIZE:
+                problems.append(
+                    f"vocab_size must be {NUCLEOTIDE_VOCAB_SIZE} for the nucleotide tokenizer, "
+                    f"got {self.vocab_size}"
+                )
+            if self.model_path is not None:
+                problems.append(
+                    "model_path must be null for the nucleotide tokenizer (it has no model file)"
+                )
+        _raise_all(problems)
+        return self
+
+
+class DataConfig(_Section):
+    """How genomes are cut into training sequences and split into train/validation."""
+
+    sequence_length_bp: int = Field(
+        default=512, gt=0, description="Length of each DNA fragment in base pairs."
+    )
+    stride_bp: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Start-to-start distance of fragments in bp; null = sequence_length_bp "
+            "(non-overlapping). Smaller overlaps, larger skips bases."
+        ),
+    )
+    min_length_bp: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Shortest fragment kept (e.g. at a contig's end); null = sequence_length_bp "
+            "(shorter fragments are dropped)."
+        ),
+    )
+    val_ratio: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="Fraction of fragments held out for validation when val_data_paths is empty.",
+    )
+    split_seed: int = Field(
+        default=1234, ge=0, description="Seed of the train/validation split (reproducible)."
+    )
+    append_eod: bool = Field(
+        default=True,
+        description="Append the end-of-document token after each fragment (Megatron --append-eod).",
+    )
+    train_data_paths: list[str] = Field(
+        default_factory=list,
+        description="FASTA files or prepared data prefixes to train on; [] = the embedded default.",
+    )
+    val_data_paths: list[str] = Field(
+        default_factory=list,
+        description="Validation data; [] = split val_ratio off the training data.",
+    )
+
+    @property
+    def effective_stride_bp(self) -> int:
+        """The stride actually used: stride_bp, or the fragment length when unset."""
+        return self.sequence_length_bp if self.stride_bp is None else self.stride_bp
+
+    @property
+    def effective_min_length_bp(self) -> int:
+        """The minimum fragment length actually used: min_length_bp, or the fragment length."""
+        return self.sequence_length_bp if self.min_length_bp is None else self.min_length_bp
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> DataConfig:
+        # stride > length is deliberately allowed: it subsamples a genome (skips bases).
+        problems = []
+        if self.min_length_bp is not None and self.min_length_bp > self.sequence_length_bp:
+            problems.append(
+                f"min_length_bp ({self.min_length_bp}) must not exceed "
+                f"sequence_length_bp ({self.sequence_length_bp})"
+            )
+        _raise_all(problems)
+        return self
+
+
+class TrainingConfig(_Section):
+    """Optimisation, precision, parallelism and checkpointing."""
+
+    micro_batch_size: int = Field(gt=0, description="Sequences per GPU per forward/backward.")
+    global_batch_size: int = Field(
+        gt=0,
+        description=(
+            "Sequences per optimizer step over all GPUs; the rest comes from gradient accumulation."
+        ),
+    )
+    train_tokens: int = Field(
+        gt=0,
+        description="Training length in tokens; steps = train_tokens / (global_batch_size x "
+        "max_seq_length), rounded up.",
+    )
+    lr: float = Field(default=6e-4, gt=0, description="Peak learning rate (AdamW).")
+    min_lr: float = Field(
+        default=6e-5, ge=0, description="Learning rate at the end of the cosine decay."
+    )
+    warmup_steps: int = Field(
+        default=100,
+        ge=0,
+        description="Optimizer steps of linear warmup from 0 to lr before the cosine decay.",
+    )
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW decoupled weight decay.")
+    adam_beta1: float = Field(default=0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(default=0.95, ge=0, lt=1, description="AdamW beta2.")
+    adam_eps: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(
+        default=1.0, ge=0, description="Clip the global gradient norm to this; 0 turns it off."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Compute precision; 'auto' = bf16 where the GPU supports it, else fp32.",
+    )
+    zero_stage: Literal[0, 1, 2] = Field(
+        default=1,
+        description="DeepSpeed ZeRO stage (0, 1 or 2; stage 3 does not support MoE).",
+    )
+    expert_parallel_size: int = Field(
+        default=1, gt=0, description="GPUs the experts of one layer are spread over."
+    )
+    seed: int = Field(default=1234, ge=0, description="Seed of model init and data order.")
+    log_interval: int = Field(default=10, gt=0, description="Log metrics every this many steps.")
+    eval_interval: int = Field(
+        default=200, gt=0, description="Evaluate on validation data every this many steps."
+    )
+    save_interval: int = Field(
+        default=500, gt=0, description="Save a checkpoint every this many steps."
+    )
+    keep_last_checkpoints: int = Field(
+        default=3, gt=0, description="Checkpoints kept on disk; older ones are deleted."
+    )
+
+    @field_validator("zero_stage", mode="before")
+    @classmethod
+    def _reject_zero3(cls, value: object) -> object:
+        # DeepSpeed's MoE layers only work with ZeRO stages 0-2 (DeepSpeed MoE tutorial);
+        # say so instead of pydantic's generic "should be 0, 1 or 2".
+        if isinstance(value, bool):  # YAML `yes`/`true` would otherwise pass as stage 1
+            raise ValueError(f"expected 0, 1 or 2, got {str(value).lower()}")
+        if value in (3, "3"):
+            raise ValueError("ZeRO-3 does not support Mixture-of-Experts layers; use 0, 1 or 2")
+        return value
+
+    @model_validator(mode="after")
+    def _check_batches_and_lr(self) -> TrainingConfig:
+        problems = []
+        if self.global_batch_size % self.micro_batch_size:
+            problems.append(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.min_lr > self.lr:
+            problems.append(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        _raise_all(problems)
+        return self
+
+
+class GenosConfig(_Section):
+    """A complete run: what to build (model, tokenizer), from what (data), and how (training)."""
+
+    name: str = Field(description="Run name; labels the run directory, logs and checkpoints.")
+    model: ModelConfig = Field(description="The Mixture-of-Experts transformer.")
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="How DNA becomes token ids."
+    )
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Fragmenting genomes and the validation split."
+    )
+    training: TrainingConfig = Field(
+        description="Optimisation, precision, parallelism and checkpointing."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        # The name becomes a directory name, so keep it to characters every filesystem accepts.
+        if not _NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must start with a letter or digit and contain only letters, digits, "
+                f"'.', '_' or '-', got {value!r}"
+            )
+        return value
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens consumed by one optimizer step (global batch x context length)."""
+        return self.training.global_batch_size * self.model.max_seq_length
+
+    @property
+    def train_steps(self) -> int:
+        """Optimizer steps needed to see `training.train_tokens` tokens (rounded up)."""
+        return math.ceil(self.training.train_tokens / self.tokens_per_step)
+
+    @model_validator(mode="after")
+    def _check_across_sections(self) -> GenosConfig:
+        problems = []
+        if self.tokenizer.vocab_size > self.model.vocab_size:
+            problems.append(
+                f"tokenizer.vocab_size ({self.tokenizer.vocab_size}) must not exceed "
+                f"model.vocab_size ({self.model.vocab_size})"
+            )
+        if self.model.num_experts % self.training.expert_parallel_size:
+            problems.append(
+                f"training.expert_parallel_size ({self.training.expert_parallel_size}) must "
+                f"divide model.num_experts ({self.model.num_experts})"
+            )
+        _raise_all(problems)
+        return self

@@ -1,0 +1,1 @@
+"""Data: FASTA reading, sequence preparation, tokenizers and Megatron indexed datasets."""

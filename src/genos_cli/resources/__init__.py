@@ -1,0 +1,1 @@
+"""Files genos ships inside the package (located with `importlib.resources`)."""

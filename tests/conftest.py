@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real genomes live (../shared/data beside the checkout)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GENOS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+GENOMES = SHARED_DATA / "genomes"
+
+
+@pytest.fixture(scope="session")
+def genomes_dir() -> Path:
+    if not GENOMES.is_dir():
+        pytest.fail(f"real genomes not found at {GENOMES}; set GENOS_SHARED_DATA")
+    return GENOMES
+
+
+@pytest.fixture(scope="session")
+def ecoli_fasta(genomes_dir: Path) -> Path:
+    return genomes_dir / "ecoli_k12_mg1655.fasta.gz"
+
+
+@pytest.fixture(scope="session")
+def celegans_fasta(genomes_dir: Path) -> Path:
+    """C. elegans chrX: soft-masked? no, but it has runs of N."""
+    return genomes_dir / "celegans_chrX.fa.gz"
