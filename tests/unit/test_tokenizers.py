@@ -137,9 +137,7 @@ def test_encode_packed_equals_per_sequence_encode(
 
 @pytest.mark.parametrize("kind", ["nucleotide", "bpe"])
 def test_encode_packed_of_nothing(kind: str) -> None:
-    ids, lengths = load_tokenizer(kind).encode_packed(
-        b"", np.zeros(0, np.int64), append_eod=True
-    )
+    ids, lengths = load_tokenizer(kind).encode_packed(b"", np.zeros(0, np.int64), append_eod=True)
     assert ids.size == 0 and lengths.size == 0
 
 
@@ -203,15 +201,13 @@ def english_lines() -> list[str]:
 
 def train_english_model(path: Path, vocab_size: int = 100, **extra: object) -> Path:
     out = io.BytesIO()
-    with open(os.devnull, "w") as log:
-        spm.SentencePieceTrainer.Train(
-            sentence_iterator=iter(english_lines()),
-            model_writer=out,
-            logstream=log,
-            model_type="bpe",
-            vocab_size=vocab_size,
-            **extra,
-        )
+    spm.SentencePieceTrainer.Train(
+        sentence_iterator=iter(english_lines()),
+        model_writer=out,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        **extra,
+    )
     path.write_bytes(out.getvalue())
     return path
 

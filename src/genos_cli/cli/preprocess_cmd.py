@@ -17,14 +17,6 @@ if TYPE_CHECKING:
 
 @reports_errors
 def preprocess(
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="FASTA (multi-record, .gz/.bz2/.xz) or one-sequence-per-line text files, "
-            "or directories of them.",
-            show_default=False,
-        ),
-    ],
     output_prefix: Annotated[
         Path,
         typer.Option(
@@ -34,29 +26,40 @@ def preprocess(
             "(PREFIX_text_document.* without a split) and PREFIX.json.",
         ),
     ],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="FASTA (multi-record, .gz/.bz2/.xz) or one-sequence-per-line text files, "
+            "or directories of them (default: the E. coli genome shipped with genos).",
+            show_default=False,
+        ),
+    ] = None,
     tokenizer_model: Annotated[
         Path | None,
-        typer.Option(help="SentencePiece model to encode with [default: the one shipped]."),
+        typer.Option(help="SentencePiece model to encode with (default: the one shipped)."),
     ] = None,
     nucleotide_tokenizer: Annotated[
-        bool, typer.Option(help="Encode one token per base (DNANucleotideTokenizer).")
+        bool,
+        typer.Option(
+            "--nucleotide-tokenizer", help="Encode one token per base (DNANucleotideTokenizer)."
+        ),
     ] = False,
     seq_length: Annotated[
-        int | None, typer.Option(help="Sequence length in bp [default: 512].")
+        int | None, typer.Option(help="Sequence length in bp (default: 512).")
     ] = None,
     stride: Annotated[
-        int | None, typer.Option(help="Distance between sequence starts in bp [default: length].")
+        int | None, typer.Option(help="Distance between sequence starts in bp (default: length).")
     ] = None,
     min_length: Annotated[
         int | None,
         typer.Option(
-            help="Keep run ends at least this long as shorter sequences [default: length]."
+            help="Keep run ends at least this long as shorter sequences (default: length)."
         ),
     ] = None,
     val_ratio: Annotated[
         float | None,
         typer.Option(
-            help="Share of sequences for validation; 0 writes one data set [default: 0.02]."
+            help="Share of sequences for validation; 0 writes one data set (default: 0.02)."
         ),
     ] = None,
     split_seed: Annotated[int | None, typer.Option(help="Seed of the train/val split.")] = None,
@@ -68,7 +71,7 @@ def preprocess(
         bool | None,
         typer.Option(
             "--append-eod/--no-append-eod",
-            help="End each sequence with the end-of-document token [default: on].",
+            help="End each sequence with the end-of-document token (default: on).",
             show_default=False,
         ),
     ] = None,
@@ -84,13 +87,20 @@ def preprocess(
         Path | None,
         typer.Option(help="Take data and tokenizer settings from this genos config file."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
 ) -> None:
     """Prepare genomes as Megatron-LM training data: cut into ACGT sequences, split
     train/val, tokenize, write `.bin/.idx` (readable by Megatron-LM)."""
     from genos_cli.config import DataConfig, TokenizerConfig, load_config
     from genos_cli.data.pipeline import PreprocessSettings, plan, run
+    from genos_cli.data.sources import default_genome_path
     from genos_cli.data.windows import WindowSpec
+
+    if not inputs:
+        inputs = [default_genome_path()]
+        console.print(f"no input given: using the embedded E. coli K-12 genome ({inputs[0]})")
 
     data, tok = DataConfig(), TokenizerConfig()
     if config is not None:

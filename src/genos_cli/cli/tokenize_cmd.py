@@ -51,11 +51,8 @@ def _load(model: Path | None, nucleotide: bool) -> DNATokenizer:
 
 def _describe(tok: DNATokenizer) -> str:
     path = getattr(tok, "path", None)
-    return (
-        f"{tok.kind} tokenizer ({path}, vocab {tok.vocab_size})"
-        if path
-        else (f"{tok.kind} tokenizer (vocab {tok.vocab_size})")
-    )
+    where = f"{path}, " if path else ""
+    return f"{tok.kind} tokenizer ({where}vocab {tok.vocab_size})"
 
 
 @app.command()
@@ -204,10 +201,13 @@ def encode(
             f"[bold]{record['bp']} bp → {record['tokens']} tokens[/] "
             f"({record['bp_per_token']:.2f} bp/token)"
         )
-        pieces = Text()
-        for k, piece in enumerate(record["pieces"]):
-            pieces.append(piece, style=_PIECE_STYLES[k % len(_PIECE_STYLES)])
-        console.print(pieces)
+        if console.is_terminal:  # pieces back to back, told apart by colour
+            pieces = Text()
+            for k, piece in enumerate(record["pieces"]):
+                pieces.append(piece, style=_PIECE_STYLES[k % len(_PIECE_STYLES)])
+            console.print(pieces)
+        else:  # no colour: separate them
+            console.print(" ".join(record["pieces"]), highlight=False)
         console.print("ids: " + " ".join(map(str, record["ids"])), highlight=False)
 
 

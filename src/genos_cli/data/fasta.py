@@ -28,7 +28,7 @@ from genos_cli.data.sources import (
 )
 from genos_cli.errors import GenosError
 
-BLOCK_SIZE = 4 << 20  # bytes of (decompressed) input handled at a time
+BLOCK_SIZE = 1 << 20  # bytes of (decompressed) input handled at a time: ~L2-sized is fastest
 RECORD_BREAK = b"|"
 _INVALID = b"!"
 _WHITESPACE = b" \t\r\n\x0b\x0c"

@@ -81,8 +81,9 @@ class IndexedDatasetWriter:
         """Append sequences given back to back in `tokens`, with per-sequence `lengths`."""
         if tokens.size != int(lengths.sum()):
             raise ValueError("tokens and lengths disagree")
-        self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
-        self._lengths.write(np.ascontiguousarray(lengths, dtype=np.int32).tobytes())
+        # Writing the arrays' buffers directly avoids a tobytes() copy of every batch.
+        self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).data)
+        self._lengths.write(np.ascontiguousarray(lengths, dtype=np.int32).data)
         self.sequences += int(lengths.size)
         self.tokens += int(tokens.size)
 

@@ -29,6 +29,16 @@ DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+DEFAULT_GENOME = "ecoli_k12_mg1655.fasta.gz"
+
+
+def default_genome_path() -> Path:
+    """The real genome shipped inside genos (E. coli K-12 MG1655, 4.6 Mbp)."""
+    from importlib import resources
+
+    return Path(str(resources.files("genos_cli.resources").joinpath("genomes", DEFAULT_GENOME)))
+
+
 def _is_sequence_name(path: Path) -> bool:
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:

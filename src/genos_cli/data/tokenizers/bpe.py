@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
-from genos_cli.data.tokenizers.base import DNATokenizer
+from genos_cli.data.tokenizers.base import MAX_VOCAB_SIZE, DNATokenizer
 from genos_cli.errors import GenosError
 
-MAX_VOCAB_SIZE = 65536  # ids are stored as uint16 in the Megatron .bin files
 _DNA = frozenset("ACGT")
+# SentencePiece errors start with the C++ source location and the failed check:
+# "INTERNAL: src/trainer_interface.cc(744) [(a) == (b)] Vocabulary size too high (5000)..."
+_SP_LOCATION = re.compile(r"^\w+: \S+\(\d+\) \[.*?\]\s*")
+
+
+def sentencepiece_message(exc: BaseException) -> str:
+    """The human part of a SentencePiece error (may be empty: some errors are only a check)."""
+    lines = str(exc).strip().splitlines()
+    return _SP_LOCATION.sub("", lines[0]).strip() if lines else ""
 
 
 class SentencePieceDNATokenizer(DNATokenizer):
@@ -44,7 +53,7 @@ class SentencePieceDNATokenizer(DNATokenizer):
         try:
             sp.LoadFromSerializedProto(blob)
         except (RuntimeError, OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cannot parse"
+            reason = sentencepiece_message(exc) or "it does not parse as a SentencePiece ModelProto"
             raise GenosError(f"{path} is not a SentencePiece model ({reason})") from None
         self._check_dna(sp, path)
         self.path = path
@@ -65,14 +74,18 @@ class SentencePieceDNATokenizer(DNATokenizer):
                 f"{path} has {n} pieces, more than the {MAX_VOCAB_SIZE} that uint16 token ids "
                 "can store"
             )
-        for i in range(n):
-            if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-                continue
-            piece = sp.id_to_piece(i)
-            if sp.is_byte(i) or not piece or not _DNA.issuperset(piece):
-                raise GenosError(
-                    f"{path} is not a DNA tokenizer: piece {piece!r} is not made of A, C, G, T"
-                )
+        foreign = [
+            sp.id_to_piece(i)
+            for i in range(n)
+            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i))
+            and (sp.is_byte(i) or not _DNA.issuperset(sp.id_to_piece(i)))
+        ]
+        if foreign:
+            # Name a whole word if there is one: "'▁the'" says more than "'▁'".
+            piece = next((p for p in foreign if len(p.strip("▁")) > 1), foreign[0])
+            raise GenosError(
+                f"{path} is not a DNA tokenizer: piece {piece!r} is not made of A, C, G, T"
+            )
         missing = [b for b in "ACGT" if sp.piece_to_id(b) == sp.unk_id()]
         if missing:
             raise GenosError(f"{path} is not a DNA tokenizer: it has no piece for {missing[0]!r}")

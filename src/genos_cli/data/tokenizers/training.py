@@ -4,26 +4,24 @@ Sentences are uppercase ACGT fragments of at most `sentence_bp` bases cut from t
 (`read_acgt_runs` splits at N and IUPAC codes, so no sentence spans a gap). When the input holds
 more than `max_train_bp` bases, an evenly spread subset is used: every fragment adds
 `max_train_bp / total_bp` of its length to a running credit and is taken whenever the credit
-covers its whole length (which is then spent), so the sample covers every file and every region of each file
-in proportion to its size, and is the same on every run (no randomness).
+covers its whole length (which is then spent). The sample so covers every file, and every
+region of each file, in proportion to its size, and is the same on every run (no randomness).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
+
+from genos_cli.data.tokenizers.base import MAX_VOCAB_SIZE, DNATokenizer
 from genos_cli.errors import GenosError
-
-if TYPE_CHECKING:
-    from genos_cli.data.tokenizers.base import DNATokenizer
 
 # The ids genos reserves, in order: SentencePiece's four meta pieces, then control symbols.
 # They match the first seven ids of the nucleotide tokenizer.
@@ -31,7 +29,6 @@ META_PIECES = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
 CONTROL_SYMBOLS = ("<mask>", "<sep>", "<cls>")
 BASES = "ACGT"
 MIN_VOCAB_SIZE = len(META_PIECES) + len(CONTROL_SYMBOLS) + len(BASES)  # 11
-MAX_VOCAB_SIZE = 65536  # uint16 ids
 EVAL_SAMPLE_BP = 2_000_000
 
 
@@ -211,46 +208,52 @@ def _train_bpe(
     model, which would make the bytes (and so the fingerprint) depend on a temporary path."""
     import sentencepiece as spm
 
+    from genos_cli.data.tokenizers.bpe import sentencepiece_message
+
     out = io.BytesIO()
-    with open(os.devnull, "w") as log:  # SentencePiece's progress log; errors are raised
-        try:
-            spm.SentencePieceTrainer.Train(
-                sentence_iterator=iter(sentences),
-                model_writer=out,
-                logstream=log,
-                model_type="bpe",
-                vocab_size=vocab_size,
-                # DNA is not natural-language text: no normalisation, no "▁" prefix, no
-                # whitespace handling, every base kept, no byte pieces.
-                normalization_rule_name="identity",
-                add_dummy_prefix=False,
-                remove_extra_whitespaces=False,
-                split_by_whitespace=False,
-                split_digits=False,
-                character_coverage=1.0,
-                required_chars=BASES,
-                byte_fallback=False,
-                max_sentencepiece_length=max_piece_length,
-                max_sentence_length=sentence_bp + 1,
-                # `sample_sentences` already sampled; SentencePiece keeps every sentence.
-                input_sentence_size=len(sentences) + 1,
-                shuffle_input_sentence=True,
-                num_threads=num_threads,
-                pad_id=0,
-                unk_id=1,
-                bos_id=2,
-                eos_id=3,
-                pad_piece=META_PIECES["pad"],
-                unk_piece=META_PIECES["unk"],
-                bos_piece=META_PIECES["bos"],
-                eos_piece=META_PIECES["eos"],
-                # Control symbols reserve ids that text never produces and decode to nothing.
-                control_symbols=list(CONTROL_SYMBOLS),
-                unk_surface="",
-                hard_vocab_limit=True,
-            )
-        except RuntimeError as exc:
-            raise GenosError(f"SentencePiece training failed: {_sp_message(exc)}") from None
+    # Silence the trainer's progress log (errors still arrive as RuntimeError). Not `logstream`:
+    # it dup2()s over sys.stderr.fileno(), which fails where stderr is not a real file.
+    spm.set_min_log_level(2)
+    try:
+        spm.SentencePieceTrainer.Train(
+            sentence_iterator=iter(sentences),
+            model_writer=out,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            # DNA is not natural-language text: no normalisation, no "▁" prefix, no
+            # whitespace handling, every base kept, no byte pieces.
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            split_by_whitespace=False,
+            split_digits=False,
+            character_coverage=1.0,
+            required_chars=BASES,
+            byte_fallback=False,
+            max_sentencepiece_length=max_piece_length,
+            max_sentence_length=sentence_bp + 1,
+            # `sample_sentences` already sampled; SentencePiece keeps every sentence.
+            input_sentence_size=max(len(sentences) + 1, 1000),  # SentencePiece: > 100
+            shuffle_input_sentence=True,
+            num_threads=num_threads,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            pad_piece=META_PIECES["pad"],
+            unk_piece=META_PIECES["unk"],
+            bos_piece=META_PIECES["bos"],
+            eos_piece=META_PIECES["eos"],
+            # Control symbols reserve ids that text never produces and decode to nothing.
+            control_symbols=list(CONTROL_SYMBOLS),
+            unk_surface="",
+            hard_vocab_limit=True,
+        )
+    except RuntimeError as exc:
+        reason = sentencepiece_message(exc) or str(exc).strip()
+        raise GenosError(f"SentencePiece training failed: {reason}") from None
+    finally:
+        spm.set_min_log_level(0)  # SentencePiece's default
     return out.getvalue()
 
 
@@ -271,12 +274,6 @@ def _write_temp(directory: Path, name: str, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise GenosError(f"cannot write {directory / name} ({exc.strerror})") from None
     return tmp
-
-
-def _sp_message(exc: BaseException) -> str:
-    """SentencePiece's error without its source-location prefix."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"^\w+: \S+\(\d+\) \[[^\]]*\]\s*", "", text)
 
 
 @dataclass(frozen=True)
@@ -330,8 +327,6 @@ def measure_compression(
 
 
 def _count_tokens(tokenizer: DNATokenizer, runs: list[bytes], num_threads: int) -> int:
-    import numpy as np
-
     runs = [r for r in runs if r]
     lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
     ids, _ = tokenizer.encode_packed(
