@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner, Result
 
 from genos_cli.cli.app import app
+from genos_cli.config import preset_file
 
 runner = CliRunner()
 
@@ -24,3 +27,18 @@ def assert_user_error(result: Result, *needles: str) -> str:
     for needle in needles:
         assert needle in result.stderr, result.stderr
     return result.stderr
+
+
+def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def small_yaml_with(replacements: dict[str, str]) -> str:
+    """The small preset's YAML with some text replaced (each must occur)."""
+    text = preset_file("small").read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    return text

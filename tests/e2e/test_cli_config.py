@@ -13,27 +13,13 @@ from typer.testing import CliRunner, Result
 from genos_cli.cli import config_cmd
 from genos_cli.cli.app import app
 from genos_cli.config import GenosConfig, load_config, preset_file
-from tests.helpers import assert_user_error
+from tests.helpers import assert_user_error, small_yaml_with, write
 
 runner = CliRunner()
 
 
 def genos(*args: str) -> Result:
     return runner.invoke(app, ["config", *args])
-
-
-def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def small_yaml_with(replacements: dict[str, str]) -> str:
-    text = preset_file("small").read_text(encoding="utf-8")
-    for old, new in replacements.items():
-        assert old in text
-        text = text.replace(old, new, 1)
-    return text
 
 
 # ------------------------------------------------------------------------------------------

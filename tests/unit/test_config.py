@@ -35,6 +35,7 @@ from genos_cli.config import (
 )
 from genos_cli.config.presets import parse_yaml_mapping
 from genos_cli.errors import GenosError
+from tests.helpers import small_yaml_with, write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs" / "config.md"
@@ -400,20 +401,6 @@ def test_apply_overrides_does_not_mutate_input() -> None:
 # Error messages
 
 
-def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def small_yaml_with(replacements: dict[str, str]) -> str:
-    text = preset_file("small").read_text(encoding="utf-8")
-    for old, new in replacements.items():
-        assert old in text
-        text = text.replace(old, new, 1)
-    return text
-
-
 def test_typo_and_bad_values_are_listed_one_per_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -624,3 +611,16 @@ def test_docs_tables_are_in_sync(block: str, render: Any) -> None:
         f"docs/config.md's {block} table is stale; regenerate it with "
         "GENOS_UPDATE_DOCS=1 python -m pytest tests/unit/test_config.py -k docs"
     )
+
+
+def test_base_preset_file_holds_only_changes(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("base: medium\nname: wide\nmodel:\n  num_layers: 10\n")
+    cfg = load_config(path=path)
+    medium = load_config(size="medium")
+    assert cfg.name == "wide" and cfg.model.num_layers == 10
+    assert cfg.model.hidden_size == medium.model.hidden_size
+    assert cfg.training == medium.training
+    path.write_text("base: huge\n")
+    with pytest.raises(GenosError, match="base must be one of small, medium, large"):
+        load_config(path=path)

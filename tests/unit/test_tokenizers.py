@@ -136,6 +136,20 @@ def test_encode_packed_equals_per_sequence_encode(
 
 
 @pytest.mark.parametrize("kind", ["nucleotide", "bpe"])
+def test_encode_packed_fixed_length_windows(kind: str, real_runs: list[str]) -> None:
+    """All sequences the same length: the nucleotide tokenizer's reshape fast path."""
+    genome = "".join(real_runs)
+    seqs = [genome[i : i + 512] for i in range(0, len(genome) - 511, 512)]
+    assert len(seqs) > 3
+    tok = load_tokenizer(kind)
+    lengths = np.full(len(seqs), 512, dtype=np.int64)
+    ids, token_lengths = tok.encode_packed("".join(seqs).encode(), lengths, append_eod=True)
+    exp_ids, exp_lengths = _expected_packed(tok, seqs, True)
+    assert ids.tolist() == exp_ids
+    assert token_lengths.tolist() == exp_lengths
+
+
+@pytest.mark.parametrize("kind", ["nucleotide", "bpe"])
 def test_encode_packed_of_nothing(kind: str) -> None:
     ids, lengths = load_tokenizer(kind).encode_packed(b"", np.zeros(0, np.int64), append_eod=True)
     assert ids.size == 0 and lengths.size == 0

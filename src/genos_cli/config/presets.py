@@ -320,6 +320,9 @@ def load_config(
 ) -> GenosConfig:
     """The validated config of preset `size` (default small) or YAML file `path`.
 
+    A file whose top level has `base: small|medium|large` holds only the settings it changes
+    from that preset; otherwise it must be complete.
+
     `overrides` maps dotted paths to values (`{"model.num_layers": 6}`), or holds nested
     dicts (`{"model": {"num_layers": 6}}`); they are applied before validation, so an
     override can fix a file that would not validate on its own.
@@ -329,6 +332,15 @@ def load_config(
     if path is not None:
         source = str(path)
         data = read_yaml_mapping(Path(path), source)
+        if "base" in data:
+            # `base: small` makes the file a set of changes to a preset: a few lines suffice.
+            base = data.pop("base")
+            if not isinstance(base, str) or base not in preset_names():
+                raise GenosError(
+                    f"{source}: base must be one of {', '.join(preset_names())}, got {base!r}"
+                )
+            data = apply_overrides(read_yaml_mapping(preset_file(base), f"preset {base!r}"), data)
+            source += f" (based on preset {base!r})"
     else:
         size = size or DEFAULT_PRESET
         file = preset_file(size)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genos_cli.atomic import publish
 from genos_cli.data.tokenizers.base import MAX_VOCAB_SIZE, DNATokenizer
 from genos_cli.errors import GenosError
 
@@ -177,8 +178,8 @@ def train_sentencepiece(
         sample = _spread(sentences, EVAL_SAMPLE_BP)
         tokens = sum(map(len, tokenizer.sp.encode([s.decode("ascii") for s in sample])))
         bp_per_token = sum(map(len, sample)) / max(tokens, 1)
-        os.replace(tmp_vocab, vocab_path)
-        os.replace(tmp_model, model_path)
+        publish(tmp_vocab, vocab_path)
+        publish(tmp_model, model_path)
     finally:
         for leftover in (tmp_model, tmp_vocab):
             if leftover is not None:
