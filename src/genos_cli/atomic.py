@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,3 +49,33 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(fh.name).unlink(missing_ok=True)
         raise
+
+
+class BackgroundSync:
+    """Flush a file being written to disk in a background thread every `every` bytes.
+
+    A final fsync of a large file stalls for as long as the disk needs to write all of it;
+    flushing as the file grows overlaps that I/O with the work that produces the data, so
+    the closing fsync (in `publish`) only has the tail left to write.
+    """
+
+    def __init__(self, fd: int, every: int = 32 << 20) -> None:
+        self.fd = fd
+        self.every = every
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, nbytes: int) -> None:
+        self._pending += nbytes
+        if self._pending >= self.every and not (self._thread and self._thread.is_alive()):
+            self._pending = 0
+            self._thread = threading.Thread(target=self._sync, daemon=True)
+            self._thread.start()
+
+    def _sync(self) -> None:
+        with contextlib.suppress(OSError):  # the closing fsync reports real errors
+            os.fdatasync(self.fd)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()

@@ -29,7 +29,7 @@ from types import TracebackType
 
 import numpy as np
 
-from genos_cli.atomic import publish
+from genos_cli.atomic import BackgroundSync, publish
 from genos_cli.errors import GenosError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -76,19 +76,24 @@ class IndexedDatasetWriter:
         )
         self._lengths = tempfile.TemporaryFile(dir=self.prefix.parent, prefix=stem)
         self._committed = False
+        self._sync = BackgroundSync(self._bin.fileno())
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
         """Append sequences given back to back in `tokens`, with per-sequence `lengths`."""
         if tokens.size != int(lengths.sum()):
             raise ValueError("tokens and lengths disagree")
         # Writing the arrays' buffers directly avoids a tobytes() copy of every batch.
-        self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).data)
+        data = np.ascontiguousarray(tokens, dtype=self.dtype)
+        self._bin.write(data.data)
+        self._sync.wrote(data.nbytes)
         self._lengths.write(np.ascontiguousarray(lengths, dtype=np.int32).data)
         self.sequences += int(lengths.size)
         self.tokens += int(tokens.size)
 
     def commit(self) -> None:
         """Write the index and move both files into place (`.bin` first, `.idx` last)."""
+        self._bin.flush()
+        self._sync.join()
         self._bin.close()
         idx_tmp = Path(self._bin.name).with_suffix(".idx")
         with open(idx_tmp, "wb") as out:
@@ -103,6 +108,7 @@ class IndexedDatasetWriter:
     def abort(self) -> None:
         if self._committed:
             return
+        self._sync.join()
         for fh in (self._bin, self._lengths):
             fh.close()
         Path(self._bin.name).unlink(missing_ok=True)

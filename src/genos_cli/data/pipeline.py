@@ -168,7 +168,7 @@ def _encoded(
     if settings.workers == 1:
         for batch in batches:
             ids, lengths = tokenizer.encode_packed(
-                batch.data.tobytes(), batch.lengths, append_eod=settings.append_eod
+                batch.data, batch.lengths, append_eod=settings.append_eod
             )
             yield batch, ids, lengths
         return
@@ -182,7 +182,7 @@ def _encoded(
         in_flight: deque[tuple[WindowBatch, Future]] = deque()
         for batch in batches:
             fut = pool.submit(
-                _encode_in_worker, batch.data.tobytes(), batch.lengths, settings.append_eod
+                _encode_in_worker, batch.data, batch.lengths, settings.append_eod
             )
             in_flight.append((batch, fut))
             if len(in_flight) >= 2 * settings.workers:  # bounded: memory stays flat

@@ -19,11 +19,18 @@ COMPRESSION_SUFFIXES = {".gz", ".bgz", ".bz2", ".xz"}
 # Magic numbers decide the codec, so a mis-named file still opens correctly.
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
-#: Exceptions the stdlib decompressors raise on truncated or corrupt input.
+try:  # ISA-L's inflate is ~3x faster than zlib's; same format, same file objects.
+    from isal import igzip as _gzip
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - platforms without isal wheels
+    _gzip, _zlib = gzip, zlib  # type: ignore[misc]
+
+#: Exceptions the decompressors raise on truncated or corrupt input.
 DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
     gzip.BadGzipFile,
     zlib.error,
+    _zlib.error,
     lzma.LZMAError,
     OSError,
 )
@@ -119,7 +126,7 @@ def open_sequence_file(path: Path) -> Iterator[tuple[BinaryIO, CountingReader]]:
     codec = detect_compression(path)
     stream: BinaryIO
     if codec == "gzip":
-        stream = gzip.GzipFile(fileobj=counter, mode="rb")  # type: ignore[arg-type]
+        stream = _gzip.GzipFile(fileobj=counter, mode="rb")  # type: ignore[arg-type]
     elif codec == "bzip2":
         stream = bz2.BZ2File(counter, mode="rb")  # type: ignore[arg-type]
     elif codec == "xz":

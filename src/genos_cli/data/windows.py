@@ -32,22 +32,21 @@ class WindowSpec:
 class WindowBatch:
     """Many sequences back to back: `data` (uint8 ACGT bytes) and their `lengths`."""
 
-    data: np.ndarray  # (sum(lengths),) uint8
+    data: bytes  # sum(lengths) ACGT bytes
     lengths: np.ndarray  # (n,) int64
     is_val: np.ndarray  # (n,) bool
 
     @property
     def bp(self) -> int:
-        return int(self.data.size)
+        return len(self.data)
 
     def __len__(self) -> int:
         return int(self.lengths.size)
 
     def sequences(self) -> Iterator[bytes]:
-        raw = self.data.tobytes()
         start = 0
         for n in self.lengths.tolist():
-            yield raw[start : start + n]
+            yield self.data[start : start + n]
             start += n
 
 
@@ -215,7 +214,7 @@ class Windower:
 
     def _take(self) -> WindowBatch:
         batch = WindowBatch(
-            data=np.concatenate(self._pieces) if len(self._pieces) > 1 else self._pieces[0].copy(),
+            data=b"".join(self._pieces),  # one copy, straight from the array buffers
             lengths=np.concatenate(self._lengths),
             is_val=np.concatenate(self._val),
         )

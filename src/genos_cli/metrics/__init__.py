@@ -1,0 +1,1 @@
+"""Metrics: model FLOPs utilisation, hardware peaks, memory and device sampling."""
