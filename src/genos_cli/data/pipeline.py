@@ -181,9 +181,7 @@ def _encoded(
     ) as pool:
         in_flight: deque[tuple[WindowBatch, Future]] = deque()
         for batch in batches:
-            fut = pool.submit(
-                _encode_in_worker, batch.data, batch.lengths, settings.append_eod
-            )
+            fut = pool.submit(_encode_in_worker, batch.data, batch.lengths, settings.append_eod)
             in_flight.append((batch, fut))
             if len(in_flight) >= 2 * settings.workers:  # bounded: memory stays flat
                 done, fut = in_flight.popleft()
