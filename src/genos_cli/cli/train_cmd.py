@@ -1,0 +1,164 @@
+"""`genos train`: train a Genos MoE model with DeepSpeed, from a preset or a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from genos_cli.cli._common import console, reports_errors
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@reports_errors
+def train(
+    size: Annotated[
+        str | None, typer.Option(help="Preset: small, medium or large (default: small).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A genos config YAML file.")] = None,
+    data_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Data from `genos preprocess`: its -o prefix (train + val via the manifest) or "
+            "a *_text_document prefix; repeatable (default: the embedded E. coli genome)."
+        ),
+    ] = None,
+    val_data_path: Annotated[
+        list[Path] | None, typer.Option(help="Validation data prefix (repeatable).")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Run directory for logs (default: runs/NAME).")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Where checkpoints go (default: OUTPUT_DIR/checkpoints).")
+    ] = None,
+    tokenizer_model: Annotated[
+        Path | None, typer.Option(help="SentencePiece model (default: the one genos ships).")
+    ] = None,
+    nucleotide_tokenizer: Annotated[
+        bool, typer.Option("--nucleotide-tokenizer", help="One token per base.")
+    ] = False,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option(help="Processes per node: GPUs when present, else CPU processes (gloo)."),
+    ] = None,
+    hostfile: Annotated[
+        Path | None, typer.Option(help="DeepSpeed hostfile for multi-node runs.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps.")
+    ] = None,
+    train_tokens: Annotated[
+        int | None, typer.Option(help="Training length in tokens (sets the step count).")
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None, typer.Option(help="Sequences per process per pass.")
+    ] = None,
+    global_batch_size: Annotated[
+        int | None, typer.Option(help="Sequences per optimizer step (accumulation derived).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="auto = bf16 on GPUs that have it, fp32 on CPU.")
+    ] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option(help="DeepSpeed ZeRO stage 0, 1 or 2 (3 cannot shard MoE).")
+    ] = None,
+    expert_parallel_size: Annotated[
+        int | None, typer.Option(help="Processes the experts of a layer are spread over.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and data order.")] = None,
+    eval_interval: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    save_interval: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    log_interval: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")
+    ] = False,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop with a checkpoint after N steps of this invocation (the schedule stays "
+            "the full run's); continue with --resume."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print config, DeepSpeed config and command; run nothing."),
+    ] = False,
+    test: Annotated[
+        bool, typer.Option("--test", help="A 10-step smoke run (one micro-batch per step).")
+    ] = False,
+    wandb_project: Annotated[
+        str | None, typer.Option(help="Also log to this Weights & Biases project.")
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the model (default: auto)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config setting: key.path=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a Genos Mixture-of-Experts DNA language model (DeepSpeed; CPU or GPUs)."""
+    from genos_cli.config import config_to_yaml, parse_overrides
+    from genos_cli.train.setup import TrainOptions, build_plan, describe, dump_json, launch
+
+    overrides: dict[str, Any] = parse_overrides(set_ or [])
+    flag_settings = {
+        "training.train_tokens": train_tokens,
+        "training.micro_batch_size": micro_batch_size,
+        "training.global_batch_size": global_batch_size,
+        "training.lr": lr,
+        "training.precision": precision,
+        "training.zero_stage": zero_stage,
+        "training.expert_parallel_size": expert_parallel_size,
+        "training.seed": seed,
+        "training.eval_interval": eval_interval,
+        "training.save_interval": save_interval,
+        "training.log_interval": log_interval,
+    }
+    overrides.update({k: v for k, v in flag_settings.items() if v is not None})
+    if lr is not None and "training.min_lr" not in overrides:
+        overrides["training.min_lr"] = lr / 10
+    opts = TrainOptions(
+        size=size,
+        config=config,
+        overrides=overrides,
+        data_paths=data_path or [],
+        val_data_paths=val_data_path or [],
+        output_dir=output_dir,
+        checkpoint_dir=checkpoint_dir,
+        tokenizer_model=tokenizer_model,
+        nucleotide_tokenizer=nucleotide_tokenizer,
+        num_processes=num_gpus,
+        hostfile=hostfile,
+        max_steps=max_steps,
+        resume=resume,
+        stop_after=stop_after,
+        smoke_test=test,
+        wandb_project=wandb_project,
+        compile=compile,
+    )
+    plan = build_plan(opts, dry_run=dry_run)
+    if dry_run:
+        info = describe(plan)
+        console.print("[bold]# resolved config[/]")
+        console.print(config_to_yaml(plan.config), markup=False, highlight=False)
+        console.print(
+            f"[bold]# run[/]\nsteps: {plan.total_steps}   processes: {info['world_size']}   "
+            f"precision: {info['precision']}\ndata: {', '.join(map(str, plan.train_prefixes))}\n"
+            f"validation: {', '.join(map(str, plan.val_prefixes)) or '-'}\n"
+            f"output: {plan.output_dir}   checkpoints: {plan.checkpoint_dir}",
+            highlight=False,
+        )
+        console.print("[bold]# DeepSpeed config[/]")
+        console.print(dump_json(info["deepspeed_config"]), markup=False, highlight=False)
+        console.print("[bold]# launch command[/]")
+        console.print(info["command"], markup=False, highlight=False, soft_wrap=True)
+        return
+    code = launch(plan)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,73 @@
+"""Causal grouped-query self-attention (Ainslie et al. 2023) with rotary embeddings.
+
+One fused q/k/v projection, RoPE on q and k in a single op, then the attention kernel:
+flash-attn's `flash_attn_func` when that package is importable and the run is CUDA bf16/fp16,
+otherwise `torch.nn.functional.scaled_dot_product_attention` (which itself picks the
+flash / memory-efficient kernels on GPU, and a flash-style kernel on CPU). Both take the
+key/value heads as they are (native GQA), so k and v are never repeated per query head.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genos_cli.model.layers import apply_rope
+
+
+@cache
+def flash_attn_available() -> bool:
+    """Whether the `flash_attn` package (Dao et al. 2022/2023) is installed."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def use_flash_attn(q: torch.Tensor) -> bool:
+    """flash-attn's kernels apply to CUDA tensors in bf16 or fp16 only."""
+    return q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and flash_attn_available()
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh) + causal mask) v, query head h reading key/value head h // (H/G).
+
+    q: (B, T, H, Dh); k, v: (B, T, G, Dh). Returns (B, T, H, Dh). The scale is 1/sqrt(Dh).
+    """
+    if use_flash_attn(q):
+        from flash_attn import flash_attn_func
+
+        return flash_attn_func(q, k, v, causal=True)  # (B, T, H, Dh) layout, GQA native
+    # SDPA wants (B, heads, T, Dh); the transposes are views.
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+    )  # (B, H, T, Dh)
+    return out.transpose(1, 2)
+
+
+class GroupedQueryAttention(nn.Module):
+    """H query heads sharing G key/value heads; no biases.
+
+    `qkv` is one (D -> (H + 2G) * Dh) projection whose output rows are [q | k | v]; the
+    interop module splits it into Mixtral's q_proj / k_proj / v_proj.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = hidden_size // num_heads
+        self.qkv = nn.Linear(
+            hidden_size, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False
+        )
+        self.o = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, g = self.num_heads, self.num_kv_heads
+        qkv = self.qkv(x).view(b, t, h + 2 * g, self.head_dim)  # (B, T, H+2G, Dh)
+        qk = apply_rope(qkv[:, :, : h + g], cos, sin)  # (B, T, H+G, Dh): q and k in one op
+        q, k = qk[:, :, :h], qk[:, :, h:]  # (B, T, H, Dh), (B, T, G, Dh)
+        v = qkv[:, :, h + g :]  # (B, T, G, Dh)
+        out = causal_attention(q, k, v)  # (B, T, H, Dh)
+        return self.o(out.reshape(b, t, h * self.head_dim))  # (B, T, D)

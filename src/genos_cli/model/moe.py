@@ -1,0 +1,267 @@
+"""Dropless top-k Mixture-of-Experts feed-forward layer with SwiGLU experts.
+
+Routing (Mixtral; Jiang et al. 2024, eq. 1-2): router logits in fp32, softmax over the E
+experts, keep the top K, renormalise the kept probabilities to sum to 1. Dispatch is
+"dropless" (MegaBlocks, Gale et al. 2022): every (token, slot) route is computed, there is
+no expert capacity. Routes are sorted by expert so each expert's tokens are one contiguous
+slice, and the experts run as one grouped matmul over those slices (`grouped_mm`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genos_cli.model.layers import swiglu
+
+# --------------------------------------------------------------------------------------------
+# Router maths (pure functions)
+
+
+def router_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Router logits x W_r^T in fp32, also under autocast: x (N, D), weight (E, D) -> (N, E).
+
+    fp32 routing keeps bf16 round-off from flipping near-tied top-k choices (Megatron-LM's
+    `--moe-router-dtype fp32`; DeepSpeed's TopKGate does the same).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float())
+
+
+def route(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax -> top-k -> renormalise (Mixtral eq. 2; Hugging Face `MixtralTopKRouter`).
+
+    logits: (N, E). Returns `probs` (N, E) fp32 softmax over all experts (for the
+    load-balancing loss), `weights` (N, K) the kept probabilities renormalised to sum to 1,
+    and `experts` (N, K) int64 their indices, highest probability first.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    weights, experts = torch.topk(probs, top_k, dim=-1)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    return probs, weights, experts
+
+
+def expert_counts(experts: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Routes per expert: (N, K) expert indices -> (E,) int64 counts (sum = N*K).
+
+    A scatter into a fixed-size buffer rather than `bincount`, whose output size depends
+    on the data and so breaks `torch.compile` graphs.
+    """
+    flat = experts.reshape(-1)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=experts.device)
+    return counts.scatter_add(0, flat, torch.ones_like(flat))
+
+
+def sort_routes(experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order of the N*K routes grouped by expert, and its inverse.
+
+    experts: (N, K). Route r = n*K + k is token n's k-th choice. Returns `order` (N*K,), the
+    routes sorted by expert (stable, so token order within an expert), and `inverse`
+    (N*K,) with `order[inverse[r]] == r`, i.e. where route r sits in the sorted order.
+    """
+    flat = experts.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    positions = torch.arange(flat.numel(), device=flat.device)
+    inverse = torch.empty_like(order).scatter_(0, order, positions)
+    return order, inverse
+
+
+# --------------------------------------------------------------------------------------------
+# Grouped matmul: one matmul per expert over contiguous row slices
+
+
+def _native_grouped_mm_ok(*operands: torch.Tensor) -> bool:
+    """Whether to use `torch._grouped_mm` (one kernel, no host sync) for these operands.
+
+    CUDA only: bf16, compute capability 8.0+, torch >= 2.9 (the rules of Hugging Face's
+    `_can_use_grouped_mm`), every non-unit stride a multiple of 16 bytes. On CPU torch
+    2.13's kernel runs the forward product ~1.5x slower than one `torch.mm` per expert
+    (measured at the small preset's shapes), so the CPU always takes the loop.
+    """
+    first = operands[0]
+    if not hasattr(torch, "_grouped_mm") or first.device.type != "cuda":
+        return False
+    if _TORCH_VERSION < (2, 9) or torch.cuda.get_device_capability(first.device) < (8, 0):
+        return False
+    return all(
+        t.dtype == torch.bfloat16
+        and all(s * t.element_size() % 16 == 0 for s in t.stride() if s != 1)
+        for t in operands
+    )
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+_TORCH_VERSION = _torch_version()
+
+
+def _group_bounds(offsets: torch.Tensor) -> list[int]:
+    # One host sync per call: free on CPU; on CUDA only where _grouped_mm cannot be used.
+    return [0, *offsets.tolist()]
+
+
+@torch.library.custom_op("genos::grouped_mm", mutates_args=())
+def _grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The per-expert loop: out[slice_e] = x[slice_e] @ w[e] (one opaque op to compile)."""
+    out = x.new_empty(x.shape[0], w.shape[2])
+    bounds = _group_bounds(offsets)
+    for e in range(w.shape[0]):
+        start, end = bounds[e], bounds[e + 1]
+        torch.mm(x[start:end], w[e], out=out[start:end])
+    return out
+
+
+@_grouped_mm.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], w.shape[2])
+
+
+@torch.library.custom_op("genos::grouped_mm_weight_grad", mutates_args=())
+def _grouped_mm_weight_grad(
+    x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
+    """dW[e] = x[slice_e]^T @ grad[slice_e]: (S, K), (S, N) -> (E, K, N)."""
+    out = x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+    bounds = _group_bounds(offsets)
+    for e in range(offsets.shape[0]):
+        start, end = bounds[e], bounds[e + 1]
+        torch.mm(x[start:end].t(), grad[start:end], out=out[e])
+    return out
+
+
+@_grouped_mm_weight_grad.register_fake
+def _(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+
+
+def _grouped_mm_setup(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output) -> None:
+    x, w, offsets = inputs
+    ctx.save_for_backward(x, w, offsets)
+
+
+def _grouped_mm_backward(ctx, grad: torch.Tensor):
+    x, w, offsets = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_x = _grouped_mm(grad, w.transpose(1, 2), offsets) if ctx.needs_input_grad[0] else None
+    grad_w = _grouped_mm_weight_grad(x, grad, offsets) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w, None
+
+
+_grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
+
+
+def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Rows [offsets[e-1], offsets[e]) of x times w[e], for every expert e.
+
+    x: (S, K) rows sorted by group; w: (E, K, N); offsets: (E,) int32 cumulative row counts
+    (offsets[-1] == S). Returns (S, N). `torch._grouped_mm` (with torch's own backward)
+    where `_native_grouped_mm_ok`, else the per-expert loop `_grouped_mm`. Under autocast
+    both operands are cast to the autocast dtype first: neither op is autocast-aware.
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, w = x.to(dtype), w.to(dtype)
+    if _native_grouped_mm_ok(x, w):
+        return torch._grouped_mm(x, w, offs=offsets)
+    return _grouped_mm(x, w, offsets)
+
+
+# --------------------------------------------------------------------------------------------
+# Permutation into and out of expert order, by gathers only (no scatter-add in either pass)
+
+
+class _PermuteToExperts(torch.autograd.Function):
+    """x (N, D) -> x[order // K] (N*K, D); the gradient sums each token's K routes back."""
+
+    @staticmethod
+    def forward(ctx, x, order, inverse, top_k):
+        ctx.save_for_backward(inverse)
+        ctx.top_k = top_k
+        return x.index_select(0, order // top_k)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        grad_routes = grad.index_select(0, inverse)  # (N*K, D) back in route order
+        return grad_routes.view(-1, ctx.top_k, grad.shape[-1]).sum(dim=1), None, None, None
+
+
+class _CombineFromExperts(torch.autograd.Function):
+    """Expert outputs in expert order (N*K, D) -> sum_k weights[n, k] * y[route n*K+k], (N, D).
+
+    The product and sum run in the weights' dtype (fp32), as Hugging Face's Mixtral and
+    DeepSpeed's `_sparse_decode` do, so bf16 expert outputs are combined without round-off.
+    """
+
+    @staticmethod
+    def forward(ctx, y, weights, order, inverse):
+        num_tokens, top_k = weights.shape
+        y_routes = y.index_select(0, inverse).view(num_tokens, top_k, y.shape[-1])  # (N, K, D)
+        ctx.save_for_backward(y_routes, weights, order)
+        out = (y_routes.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=1)
+        return out.to(y.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y_routes, weights, order = ctx.saved_tensors
+        grad32 = grad.to(weights.dtype)
+        grad_weights = (y_routes.to(weights.dtype) * grad32.unsqueeze(1)).sum(dim=-1)  # (N, K)
+        grad_routes = (weights.unsqueeze(-1) * grad32.unsqueeze(1)).to(y_routes.dtype)
+        grad_y = grad_routes.view(-1, grad.shape[-1]).index_select(0, order)  # expert order
+        return grad_y, grad_weights, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# The layer
+
+
+class MoERouting(NamedTuple):
+    """What one MoE layer's router decided, for the losses and for monitoring."""
+
+    logits: torch.Tensor  # (N, E) fp32 router logits (z-loss)
+    probs: torch.Tensor  # (N, E) fp32 softmax (load-balancing loss)
+    experts: torch.Tensor  # (N, K) chosen experts
+    counts: torch.Tensor  # (E,) int64 routes per expert
+
+
+class MoELayer(nn.Module):
+    """Router + E SwiGLU experts, top-k, dropless.
+
+    Expert weights are stacked, input-major: `w_gate_up` (E, D, 2F) = [W_gate | W_up] per
+    expert and `w_down` (E, F, D), so the grouped matmul needs no transposes and one fused
+    gate/up product replaces two.
+    """
+
+    def __init__(
+        self, hidden_size: int, ffn_hidden_size: int, num_experts: int, top_k: int
+    ) -> None:
+        super().__init__()
+        self.num_experts, self.top_k = num_experts, top_k
+        self.router = nn.Linear(hidden_size, num_experts, bias=False)  # weight (E, D)
+        self.w_gate_up = nn.Parameter(torch.empty(num_experts, hidden_size, 2 * ffn_hidden_size))
+        self.w_down = nn.Parameter(torch.empty(num_experts, ffn_hidden_size, hidden_size))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, MoERouting]:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (N, D)
+        logits = router_logits(x, self.router.weight)  # (N, E)
+        probs, weights, experts = route(logits, self.top_k)  # (N, E), (N, K), (N, K)
+        counts = expert_counts(experts, self.num_experts)  # (E,)
+        offsets = counts.cumsum(0).to(torch.int32)  # (E,) end row of each expert's slice
+        order, inverse = sort_routes(experts)  # (N*K,) each
+
+        routed = _PermuteToExperts.apply(x, order, inverse, self.top_k)  # (N*K, D)
+        hidden = swiglu(grouped_mm(routed, self.w_gate_up, offsets))  # (N*K, F)
+        y = grouped_mm(hidden, self.w_down, offsets)  # (N*K, D)
+        out = _CombineFromExperts.apply(y, weights, order, inverse)  # (N, D)
+        return out.view(shape), MoERouting(logits, probs, experts, counts)
+
+    def extra_repr(self) -> str:
+        e, d, f2 = self.w_gate_up.shape
+        return f"experts={e}, hidden={d}, ffn={f2 // 2}, top_k={self.top_k}"
