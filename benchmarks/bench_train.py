@@ -69,6 +69,24 @@ def raw_step(prefix: Path, micro: int, steps: int, compile: bool) -> float:
     return micro * cfg.model.max_seq_length / per_step
 
 
+_RAW_CHILD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from bench_train import raw_step
+print(raw_step(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"))
+"""
+
+
+def raw_in_subprocess(prefix: Path, micro: int, steps: int, compile: bool) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", _RAW_CHILD, str(Path(__file__).parent), str(prefix), str(micro),
+         str(steps), "1" if compile else "0"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def end_to_end(prefix: Path, micro: int, steps: int, procs: int, compile: bool, tmp: Path) -> dict:
     out = tmp / f"run{procs}"
     cmd = [
@@ -103,23 +121,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         prefix = prepare(tmp)
-        raw = raw_step(prefix, args.micro_batch, args.steps, args.compile)
+        # Raw steps before and after the end-to-end runs, each in a fresh process like them;
+        # the faster counts, so a busy moment on the machine cannot flatter the engine.
+        raws = [raw_in_subprocess(prefix, args.micro_batch, args.steps, args.compile)]
         one = end_to_end(prefix, args.micro_batch, args.steps, 1, args.compile, tmp)
         two = end_to_end(prefix, args.micro_batch, args.steps, 2, args.compile, tmp)
+        raws.append(raw_in_subprocess(prefix, args.micro_batch, args.steps, args.compile))
+        raw = max(raws)
     print(
         f"small preset, micro-batch {args.micro_batch} x 512 tokens, fp32, "
         f"compile={args.compile}, {os.cpu_count()} CPUs, {args.steps} steps (2 warm-up)"
     )
     print(f"{'':<34}{'tokens/s':>10}{'vs raw':>9}{'MFU':>8}{'peak MB':>9}")
     print(f"{'raw model step (no engine)':<34}{raw:>10,.0f}{1.0:>9.2f}{'':>8}{'':>9}")
+    print(f"  (raw runs: {', '.join(f'{r:,.0f}' for r in raws)} tokens/s)")
     for label, r in (("genos train, 1 process", one), ("genos train, 2 processes", two)):
         print(
             f"{label:<34}{r['tokens_per_s']:>10,.0f}{r['tokens_per_s'] / raw:>9.2f}"
             f"{100 * r['mfu']:>7.1f}%{r['peak_mb']:>9,.0f}"
         )
     overhead = 1 - one["tokens_per_s"] / raw
-    verdict = "met " if overhead < 0.10 else "MISS"
+    verdict = "met " if 0 <= overhead < 0.10 else ("NOISY" if overhead < 0 else "MISS")
     print(f"\n{verdict} engine overhead (1 process) < 10%: measured {100 * overhead:.1f}%")
+    if overhead < 0:
+        print("the raw step was slower than the engine: the machine was busy; run again")
 
 
 if __name__ == "__main__":
