@@ -117,8 +117,12 @@ def run_alternating(
     steps: dict[str, tuple[Callable[[], None], Callable[[], None]]],
     warmup: int,
     repeats: int,
-) -> dict[str, Timings]:
+) -> tuple[dict[str, Timings], float]:
+    """Step the models in turn; also sample the matmul peak after every round, because
+    load from other processes comes and goes and a single measurement can catch it.
+    Returns the timings and the best matmul GFLOP/s seen."""
     timings = {name: Timings() for name in steps}
+    peak = matmul_peak_gflops()
     for kind in (0, 1):  # training, then inference
         for name, pair in steps.items():
             for _ in range(warmup):
@@ -130,7 +134,8 @@ def run_alternating(
                 pair[kind]()
                 elapsed = time.perf_counter() - start
                 (timings[name].train if kind == 0 else timings[name].infer).append(elapsed)
-    return timings
+            peak = max(peak, matmul_peak_gflops(repeats=2))
+    return timings, max(peak, matmul_peak_gflops())
 
 
 def rss_probe(args: argparse.Namespace) -> None:
@@ -196,12 +201,10 @@ def main() -> None:
         f"batch {args.batch} x {args.seq}, fp32, genos {'eager' if args.no_compile else 'compiled'}"
     )
     load_before = os.getloadavg()[0]
-    peak_before = matmul_peak_gflops()
     steps = make_steps(
         make_models(cfg, names, compile=not args.no_compile), _batch(cfg, args.batch, args.seq)
     )
-    timings = run_alternating(steps, args.warmup, args.repeats)
-    peak = max(peak_before, matmul_peak_gflops())
+    timings, peak = run_alternating(steps, args.warmup, args.repeats)
     load_after = os.getloadavg()[0]
 
     train_flops = model_flops_per_token(cfg, args.seq, training=True)
@@ -225,7 +228,9 @@ def main() -> None:
     # The cores may be shared: other processes make every step slower and, with 2 threads,
     # make each parallel op wait for a descheduled thread. Load average says how quiet it was.
     print(f"\nload average (1 min) before / after: {load_before:.2f} / {load_after:.2f}")
-    print(f"fp32 matmul peak (best of 1024^3 / 2048^3 matmuls): {peak:.0f} GFLOP/s")
+    print(
+        f"fp32 matmul peak (best 1024^3 / 2048^3 matmul, sampled every round): {peak:.0f} GFLOP/s"
+    )
     print(
         f"model FLOPs per token: {train_flops / 1e6:.2f} M training, "
         f"{infer_flops / 1e6:.2f} M forward"
