@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,16 @@ def ecoli_fasta(genomes_dir: Path) -> Path:
 def celegans_fasta(genomes_dir: Path) -> Path:
     """C. elegans chrX: soft-masked? no, but it has runs of N."""
     return genomes_dir / "celegans_chrX.fa.gz"
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test with one torch thread. The machine's cores are shared: with 2 threads each
+    small op waits at a barrier for a thread that may not be scheduled (measured 40x slower
+    under load), and the models in unit tests are too small to gain from a second thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

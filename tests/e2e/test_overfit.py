@@ -8,7 +8,6 @@ reach every part of the model (attention, router, experts) and the optimiser can
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,9 @@ from genos_cli.data.fasta import read_acgt_runs
 from genos_cli.data.tokenizers import load_tokenizer
 from genos_cli.model import build_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 WINDOW_BP = 512
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The machine's cores are shared; with 2 threads each small op waits at a barrier for a
-    # thread that may not be scheduled (measured 40x slower under load). 1 thread is plenty.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _windows(fasta: Path, count: int) -> list[str]:

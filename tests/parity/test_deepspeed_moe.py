@@ -24,6 +24,8 @@ from genos_cli.model.moe import MoELayer, route, router_logits
 deepspeed = pytest.importorskip("deepspeed")
 from genos_cli.train import engine  # noqa: E402  (imports deepspeed)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CFG = ModelConfig(
     num_layers=2,
     hidden_size=64,
@@ -34,16 +36,6 @@ CFG = ModelConfig(
     vocab_size=16,
     max_seq_length=32,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The machine's cores are shared; with 2 threads each small op waits at a barrier for a
-    # thread that may not be scheduled (measured 40x slower under load). 1 thread is plenty.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _free_port() -> int:

@@ -6,8 +6,6 @@ strictly into the HF model, so a missing, extra or misshapen tensor fails the te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -28,6 +26,8 @@ from transformers.models.mixtral.modeling_mixtral import (  # noqa: E402
     load_balancing_loss_func,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ModelConfig(
     num_layers=1,
     hidden_size=64,
@@ -41,16 +41,6 @@ TINY = ModelConfig(
     norm_eps=1e-6,
 )
 CONFIGS = {"tiny": TINY, "small": load_config(size="small").model}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The machine's cores are shared; with 2 threads each small op waits at a barrier for a
-    # thread that may not be scheduled (measured 40x slower under load). 1 thread is plenty.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _randomise(model: GenosForCausalLM, seed: int) -> None:

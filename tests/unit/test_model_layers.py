@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,6 +24,8 @@ from genos_cli.model.layers import (
     swiglu,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ModelConfig(
     num_layers=2,
     hidden_size=32,
@@ -35,16 +36,6 @@ TINY = ModelConfig(
     vocab_size=16,
     max_seq_length=24,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The machine's cores are shared; with 2 threads each small op waits at a barrier for a
-    # thread that may not be scheduled (measured 40x slower under load). 1 thread is plenty.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_rmsnorm_matches_hand_computation() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,15 +20,7 @@ from genos_cli.model.moe import (
     sort_routes,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The machine's cores are shared; with 2 threads each small op waits at a barrier for a
-    # thread that may not be scheduled (measured 40x slower under load). 1 thread is plenty.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_route_softmax_topk_renormalise() -> None:
