@@ -405,7 +405,7 @@ def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[s
     }
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (linear and expert weights, embeddings), none on norms."""
     decay, no_decay = [], []
     for _, param in model.named_parameters():
@@ -432,7 +432,7 @@ def initialize(
             )
         apply_expert_parallel(model, t.expert_parallel_size)
     model.to(info.device)
-    groups = _param_groups(model, t.weight_decay)
+    groups = param_groups(model, t.weight_decay)
     if t.expert_parallel_size > 1:
         # Expert weights are reduced over the expert-data-parallel group, not the world.
         groups = split_params_into_different_moe_groups_for_optimizer(groups)
