@@ -29,6 +29,7 @@ import torch
 
 from genos_cli import __version__
 from genos_cli.atomic import atomic_write
+from genos_cli.checkpoints import LATEST, MODEL_FILE, latest, tag_for
 from genos_cli.config import config_to_yaml
 from genos_cli.errors import GenosError
 from genos_cli.train import engine
@@ -36,26 +37,6 @@ from genos_cli.train import engine
 if TYPE_CHECKING:
     from genos_cli.data.tokenizers import DNATokenizer
     from genos_cli.train.plan import TrainPlan
-
-LATEST = "latest.json"
-MODEL_FILE = "model.safetensors"
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def latest(checkpoint_dir: Path) -> Path | None:
-    """The newest complete checkpoint directory, or None."""
-    pointer = checkpoint_dir / LATEST
-    if not pointer.is_file():
-        return None
-    try:
-        tag = json.loads(pointer.read_text())["tag"]
-    except (OSError, ValueError, KeyError):
-        raise GenosError(f"{pointer} is unreadable; delete it to start over") from None
-    path = checkpoint_dir / tag
-    return path if path.is_dir() else None
 
 
 def rng_state() -> dict[str, Any]:
@@ -120,7 +101,16 @@ def save(
         eng, plan.config.model, plan.config.training.expert_parallel_size
     )
     if is_main:
-        meta = {"step": step, "tokens": state["tokens_seen"], "tag": tag}
+        meta = {
+            "step": step,
+            "tokens": state["tokens_seen"],
+            "tag": tag,
+            # Where the run's data lives, so `genos eval` can fit its baselines on it.
+            "data": {
+                "train": [str(Path(p).resolve()) for p in plan.train_prefixes],
+                "val": [str(Path(p).resolve()) for p in plan.val_prefixes],
+            },
+        }
         _write_consolidated(directory / tag, weights, plan, meta, tokenizer)
     engine.barrier()  # every rank's shards are on disk
     if is_main:

@@ -193,7 +193,7 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
 
 
 def _check_output(plan: TrainPlan) -> None:
-    from genos_cli.train.checkpoint import latest
+    from genos_cli.checkpoints import latest
 
     has_run = latest(plan.checkpoint_dir) is not None
     if plan.resume and not has_run:

@@ -1,0 +1,169 @@
+"""Reading genos checkpoints for evaluation and export, without DeepSpeed.
+
+`genos train` writes (see `genos_cli.train.checkpoint`):
+
+    RUN_DIR/checkpoints/
+        step_00000200/             one checkpoint
+            (DeepSpeed's files)    for --resume only
+            model.safetensors      the whole model, genos's native layout
+            config.yaml            the run's full config
+            tokenizer.model        the SentencePiece model (BPE runs)
+            genos.json             step, tokens, tokenizer kind and fingerprint, data
+        latest.json                {"tag": "step_00000200", "step": 200}
+
+`resolve()` accepts any of the three levels (a run directory, its checkpoint directory, one
+step directory) and `load()` builds the model from `model.safetensors` — safetensors holds
+tensors only, so loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genos_cli.errors import GenosError
+
+if TYPE_CHECKING:
+    import torch
+
+    from genos_cli.config import GenosConfig
+    from genos_cli.data.tokenizers import DNATokenizer
+    from genos_cli.model import GenosForCausalLM
+
+LATEST = "latest.json"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+META_FILE = "genos.json"
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def latest(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory under `checkpoint_dir`, or None."""
+    pointer = checkpoint_dir / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        tag = json.loads(pointer.read_text())["tag"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise GenosError(f"{pointer} is unreadable; delete it to start over") from None
+    path = checkpoint_dir / str(tag)
+    return path if path.is_dir() else None
+
+
+def resolve(path: Path) -> Path:
+    """The step directory `path` names: itself, the latest under it, or the latest under
+    `path/checkpoints` (a run's output directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise GenosError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise GenosError(
+            f"checkpoint {path} is a file; give a checkpoint directory (step_XXXXXXXX), "
+            "the checkpoints directory of a run, or the run's output directory"
+        )
+    if (path / MODEL_FILE).is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        found = latest(root) if (root / LATEST).is_file() else None
+        if found is not None:
+            return found
+    raise GenosError(
+        f"{path} holds no genos checkpoint (no {MODEL_FILE}, no {LATEST}); give a "
+        "checkpoint directory (step_XXXXXXXX), a run's checkpoints directory or its output "
+        "directory"
+    )
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path  # the step directory
+    config: GenosConfig
+    model: GenosForCausalLM
+    tokenizer: DNATokenizer
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int | None:
+        step = self.meta.get("step")
+        return int(step) if isinstance(step, int) else None
+
+    def describe(self) -> str:
+        step = f" (step {self.step:,})" if self.step is not None else ""
+        return f"{self.path}{step}"
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    file = directory / META_FILE
+    if not file.is_file():
+        raise GenosError(f"{file} is missing: {directory} is not a complete genos checkpoint")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GenosError(f"{file} is not readable JSON ({exc})") from None
+    tok = meta.get("tokenizer") if isinstance(meta, dict) else None
+    if not isinstance(tok, dict) or tok.get("kind") not in ("bpe", "nucleotide"):
+        raise GenosError(f"{file} names no tokenizer (expected tokenizer.kind bpe or nucleotide)")
+    return meta
+
+
+def load_tokenizer_of(directory: Path, meta: dict[str, Any]) -> DNATokenizer:
+    """The checkpoint's own tokenizer, checked against the fingerprint it was saved with."""
+    from genos_cli.data.tokenizers import load_tokenizer
+
+    kind = meta["tokenizer"]["kind"]
+    model_file = directory / TOKENIZER_FILE
+    if kind == "bpe" and not model_file.is_file():
+        raise GenosError(f"{model_file} is missing (the checkpoint was trained with BPE)")
+    tokenizer = load_tokenizer(kind, model_file if kind == "bpe" else None)
+    expected = meta["tokenizer"].get("fingerprint")
+    if expected and tokenizer.fingerprint() != expected:
+        raise GenosError(
+            f"{model_file if kind == 'bpe' else 'the nucleotide tokenizer'} is not the "
+            f"tokenizer {directory} was trained with (fingerprint {expected[:16]})"
+        )
+    return tokenizer
+
+
+def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise GenosError(f"{file} is missing: the checkpoint is incomplete")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GenosError(f"{file} is corrupt or not a safetensors file ({exc})") from None
+
+
+def load(
+    path: Path, device: torch.device | str = "cpu", *, compile: bool = False
+) -> LoadedCheckpoint:
+    """Model, config and tokenizer of the checkpoint `path` names, in eval mode."""
+    from genos_cli.config import load_config
+    from genos_cli.model import build_model
+
+    directory = resolve(path)
+    meta = read_meta(directory)
+    config_file = directory / CONFIG_FILE
+    if not config_file.is_file():
+        raise GenosError(f"{config_file} is missing: the checkpoint is incomplete")
+    config = load_config(path=config_file)
+    tokenizer = load_tokenizer_of(directory, meta)
+    state = read_state_dict(directory / MODEL_FILE)
+    model = build_model(config.model, compile=False, device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
+        detail = " ".join(str(exc).split())[:300]
+        raise GenosError(f"{directory / MODEL_FILE} does not fit {config_file}: {detail}") from None
+    model.to(device).eval()
+    if compile:
+        model.compile()
+    return LoadedCheckpoint(directory, config, model, tokenizer, meta)
