@@ -19,6 +19,7 @@ tensors only, so loading never runs pickled code.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,46 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise GenosError(f"{file} is corrupt or not a safetensors file ({exc})") from None
+
+
+def write_consolidated(
+    directory: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    config: GenosConfig,
+    tokenizer: DNATokenizer,
+    meta: dict[str, Any],
+) -> None:
+    """Write the files `load()` reads (model, config, tokenizer, genos.json) into `directory`,
+    each atomically. `genos train` and `genos export import-hf` both write checkpoints with it;
+    `meta` gets the tokenizer's identity and the genos version added."""
+    from safetensors.torch import save
+
+    from genos_cli import __version__
+    from genos_cli.atomic import atomic_write
+    from genos_cli.config import config_to_yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    with atomic_write(directory / MODEL_FILE) as fh:
+        fh.write(save(tensors, metadata={"format": "pt", "genos_version": __version__}))
+    with atomic_write(directory / CONFIG_FILE, "w") as fh:
+        fh.write(config_to_yaml(config))
+    model_path = getattr(tokenizer, "path", None)  # SentencePiece tokenizers have a file
+    if tokenizer.kind == "bpe" and model_path is not None:
+        with atomic_write(directory / TOKENIZER_FILE) as fh:
+            fh.write(Path(model_path).read_bytes())
+    meta = {
+        **meta,
+        "tokenizer": {
+            "kind": tokenizer.kind,
+            "fingerprint": tokenizer.fingerprint(),
+            "vocab_size": tokenizer.vocab_size,
+            "eod_id": tokenizer.eod_id,
+        },
+        "genos_version": __version__,
+    }
+    with atomic_write(directory / META_FILE, "w") as fh:
+        json.dump(meta, fh, indent=2)
 
 
 def load(

@@ -10,6 +10,7 @@ import typer
 from genos_cli.cli._common import console, reports_errors
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Engine = Literal["deepspeed", "megatron"]
 
 
 @reports_errors
@@ -97,6 +98,17 @@ def train(
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model (default: auto)."),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="deepspeed: genos's trainer; megatron: the same run as a Megatron-LM "
+            "pretrain_gpt.py command (printed with --dry-run, else run)."
+        ),
+    ] = "deepspeed",
+    megatron_path: Annotated[
+        Path | None,
+        typer.Option(help="Megatron-LM clone for --engine megatron (default: $MEGATRON_LM_PATH)."),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override any config setting: key.path=value (repeatable)."),
@@ -143,6 +155,9 @@ def train(
         compile=compile,
     )
     plan = build_plan(opts, dry_run=dry_run)
+    if engine == "megatron":
+        _megatron(plan, dry_run=dry_run, megatron_path=megatron_path)
+        return
     if dry_run:
         info = describe(plan)
         console.print("[bold]# resolved config[/]")
@@ -160,5 +175,29 @@ def train(
         console.print(info["command"], markup=False, highlight=False, soft_wrap=True)
         return
     code = launch(plan)
+    if code:
+        raise typer.Exit(code)
+
+
+def _megatron(plan: Any, *, dry_run: bool, megatron_path: Path | None) -> None:
+    """--engine megatron: print or run the Megatron-LM command of the plan."""
+    from genos_cli.errors import GenosError
+    from genos_cli.interop import megatron
+
+    cmd, script = megatron.plan_command(plan, megatron_path)
+    if dry_run:
+        console.print(
+            f"[bold]# run[/]\nsteps: {plan.total_steps}   processes per node: "
+            f"{plan.num_processes}\ndata: {', '.join(map(str, plan.train_prefixes))}\n"
+            f"validation: {', '.join(map(str, plan.val_prefixes)) or '-'}\n"
+            f"checkpoints (Megatron format): {plan.checkpoint_dir}",
+            highlight=False,
+        )
+        console.print("[bold]# Megatron-LM launch command[/]")
+        console.print(cmd.shell(), markup=False, highlight=False, soft_wrap=True)
+        return
+    if script is None:
+        raise GenosError(megatron.INSTALL_HINT)
+    code = megatron.run(cmd, script.parent)
     if code:
         raise typer.Exit(code)

@@ -27,10 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from genos_cli import __version__
 from genos_cli.atomic import atomic_write
-from genos_cli.checkpoints import LATEST, MODEL_FILE, latest, tag_for
-from genos_cli.config import config_to_yaml
+from genos_cli.checkpoints import LATEST, latest, tag_for, write_consolidated
 from genos_cli.errors import GenosError
 from genos_cli.train import engine
 
@@ -62,31 +60,8 @@ def _write_consolidated(
     directory: Path, state_dict: dict[str, torch.Tensor], plan: TrainPlan, meta: dict[str, Any],
     tokenizer: DNATokenizer,
 ) -> None:  # fmt: skip
-    from safetensors.torch import save
-
-    tensors = {k: v.contiguous() for k, v in state_dict.items()}
-    with atomic_write(directory / MODEL_FILE) as fh:
-        fh.write(save(tensors, metadata={"format": "pt", "genos_version": __version__}))
-    with atomic_write(directory / "config.yaml", "w") as fh:
-        fh.write(config_to_yaml(plan.config))
-    if plan.tokenizer_kind == "bpe":
-        from genos_cli.data.tokenizers import default_tokenizer_path
-
-        source = plan.tokenizer_model or default_tokenizer_path()
-        with atomic_write(directory / "tokenizer.model") as fh:
-            fh.write(Path(source).read_bytes())
-    meta = {
-        **meta,
-        "tokenizer": {
-            "kind": tokenizer.kind,
-            "fingerprint": tokenizer.fingerprint(),
-            "vocab_size": tokenizer.vocab_size,
-            "eod_id": tokenizer.eod_id,
-        },
-        "genos_version": __version__,
-    }
-    with atomic_write(directory / "genos.json", "w") as fh:
-        json.dump(meta, fh, indent=2)
+    # One writer of the consolidated format for training and `genos export import-hf`.
+    write_consolidated(directory, state_dict, plan.config, tokenizer, meta)
 
 
 def save(
