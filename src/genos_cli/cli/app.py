@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from genos_cli import __version__
-from genos_cli.cli import config_cmd, export_cmd, preprocess_cmd, tokenize_cmd, train_cmd
+from genos_cli.cli import (
+    config_cmd,
+    export_cmd,
+    metrics_cmd,
+    preprocess_cmd,
+    tokenize_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="genos",
@@ -19,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(tokenize_cmd.app, name="tokenize")
+app.add_typer(metrics_cmd.app, name="metrics")
 app.command(name="preprocess")(preprocess_cmd.preprocess)
 app.command(name="train")(train_cmd.train)
 app.add_typer(export_cmd.app, name="export")

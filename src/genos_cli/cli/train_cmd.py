@@ -98,6 +98,13 @@ def train(
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model (default: auto)."),
     ] = None,
+    peak_tflops: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak TFLOP/s of one device for MFU (default: the GPU's dense figure for the "
+            "dtype from genos's table, or this CPU's measured matmul peak)."
+        ),
+    ] = None,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -153,6 +160,7 @@ def train(
         smoke_test=test,
         wandb_project=wandb_project,
         compile=compile,
+        peak_tflops=peak_tflops,
     )
     plan = build_plan(opts, dry_run=dry_run)
     if engine == "megatron":

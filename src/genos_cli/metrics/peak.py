@@ -12,6 +12,9 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
+
+from genos_cli.atomic import atomic_write
 
 # Dense peak TFLOP/s by (name fragment, dtype); first match wins, so specific names first.
 GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
@@ -35,9 +38,41 @@ def gpu_peak_flops(device_name: str, dtype: str) -> float | None:
     return None
 
 
-def _cache_file() -> Path:
+def gpu_peak_entry(device_name: str) -> tuple[str, dict[str, float]] | None:
+    """The table row (name fragment, dense TFLOP/s by dtype) a GPU name matches, or None."""
+    for fragment, peaks in GPU_PEAK_TFLOPS:
+        if fragment.lower() in device_name.lower():
+            return fragment, peaks
+    return None
+
+
+def cpu_peak_cache_file() -> Path:
+    """Where measured CPU peaks are kept: $XDG_CACHE_HOME/genos/cpu_peak.json."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return root / "genos" / "cpu_peak.json"
+
+
+def _cpu_key(threads: int) -> str:
+    # A peak belongs to a CPU model, a core count and a thread count: a cache copied to
+    # another machine, or a run with other threads, measures afresh.
+    return f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{threads}"
+
+
+def _read_cpu_cache() -> dict[str, float]:
+    cache = cpu_peak_cache_file()
+    if not cache.is_file():
+        return {}
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def cached_cpu_peak_flops(threads: int) -> float | None:
+    """The cached CPU peak for `threads` threads, or None if it was never measured here."""
+    value = _read_cpu_cache().get(_cpu_key(threads))
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def measure_cpu_matmul_peak(threads: int, seconds: float = 1.0, n: int = 1024) -> float:
@@ -66,28 +101,45 @@ def measure_cpu_matmul_peak(threads: int, seconds: float = 1.0, n: int = 1024) -
 
 def cpu_peak_flops(threads: int, *, refresh: bool = False) -> float:
     """This machine's measured fp32 matmul peak for `threads` threads, cached per CPU."""
-    key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{threads}"
-    cache = _cache_file()
-    table: dict[str, float] = {}
-    if cache.is_file():
-        try:
-            table = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            table = {}
-    if not refresh and key in table:
-        return float(table[key])
+    if not refresh and (cached := cached_cpu_peak_flops(threads)) is not None:
+        return cached
     peak = measure_cpu_matmul_peak(threads)
-    table[key] = peak
+    table = _read_cpu_cache()
+    table[_cpu_key(threads)] = peak
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(table, indent=2))
+        # Atomic: ranks of a multi-process run may measure and write at the same moment.
+        with atomic_write(cpu_peak_cache_file(), "w") as fh:
+            fh.write(json.dumps(table, indent=2))
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
     return peak
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved model FLOP/s over peak (PaLM, Chowdhery et al. 2022)."""
-    if not peak_flops:
+    """Model FLOPs utilisation: achieved model FLOP/s over peak (PaLM, Chowdhery et al. 2022,
+    appendix B): `tokens/s x model FLOPs per token / peak FLOP/s`, with FLOPs per token from
+    `genos_cli.model.flops.model_flops_per_token` and the peak of all devices the run uses
+    (per-device peak x processes). None when the peak is unknown."""
+    if not peak_flops or peak_flops <= 0:
         return None
     return tokens_per_second * flops_per_token / peak_flops
+
+
+def record_mfu(
+    record: dict[str, Any], peak_flops: float | None = None, flops_per_token: float | None = None
+) -> float | None:
+    """MFU of one `training_log.jsonl` train record.
+
+    Without `peak_flops` it is the record's own figure, the one the run computed and showed
+    (so `genos metrics` and the training view agree). With `peak_flops` (one device's peak,
+    e.g. from --peak-tflops) it is recomputed with the same `mfu()` over all the run's
+    devices, from the record's `flops_per_token` (or the given one, for logs without it).
+    """
+    if peak_flops is None:
+        value = record.get("mfu")
+        return float(value) if isinstance(value, (int, float)) else None
+    per_token = record.get("flops_per_token") or flops_per_token
+    tokens_per_s = record.get("tokens_per_s")
+    if not per_token or not isinstance(tokens_per_s, (int, float)):
+        return None
+    return mfu(tokens_per_s, per_token, peak_flops * int(record.get("world_size") or 1))

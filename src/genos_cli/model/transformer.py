@@ -110,6 +110,23 @@ class GenosForCausalLM(nn.Module):
             expert_counts=torch.stack(counts),
         )
 
+    @torch.no_grad()
+    def hidden_states(self, input_ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The residual stream after `layer` blocks: (B, T) -> (B, T, D).
+
+        0 = the token embeddings; `num_layers` (or None) = after the final norm, what the
+        output head reads. For embeddings of sequences (probes), not for training.
+        """
+        num_layers = self.config.num_layers
+        layer = num_layers if layer is None else layer
+        if not 0 <= layer <= num_layers:
+            raise ValueError(f"layer must be in [0, {num_layers}], got {layer}")
+        cos, sin = self.rope(input_ids.shape[1])  # (T, Dh) each
+        x = self.embed(input_ids)  # (B, T, D)
+        for block in self.blocks[:layer]:
+            x, _ = block(x, cos, sin)
+        return self.norm(x) if layer == num_layers else x
+
 
 def compile_available(device: torch.device | str = "cpu") -> bool:
     """Whether `torch.compile`'s default backend (inductor) can generate kernels for

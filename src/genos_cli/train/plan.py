@@ -39,6 +39,7 @@ class TrainPlan(BaseModel):
     eval_iters: int = 8  # micro-batches per evaluation
     wandb_project: str | None = None
     compile: bool | None = None  # None: the model's default for the device
+    peak_tflops: float | None = None  # per-device peak for MFU; None: GPU table or CPU measured
 
     @property
     def micro_batch_size(self) -> int:

@@ -43,6 +43,7 @@ class TrainOptions:
     smoke_test: bool = False
     wandb_project: str | None = None
     compile: bool | None = None
+    peak_tflops: float | None = None
 
 
 def cache_root() -> Path:
@@ -165,6 +166,8 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
         raise GenosError(f"--max-steps must be at least 1, got {steps}")
     if opts.stop_after is not None and opts.stop_after < 1:
         raise GenosError(f"--stop-after must be at least 1, got {opts.stop_after}")
+    if opts.peak_tflops is not None and not opts.peak_tflops > 0:
+        raise GenosError(f"--peak-tflops must be positive, got {opts.peak_tflops}")
     plan = TrainPlan(
         config=cfg,
         output_dir=output_dir,
@@ -181,6 +184,7 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
         smoke_test=opts.smoke_test,
         wandb_project=opts.wandb_project,
         compile=opts.compile,
+        peak_tflops=opts.peak_tflops,
     )
     plan.grad_accum(world)  # batch sizes must divide: say so now
     ep = cfg.training.expert_parallel_size

@@ -102,6 +102,10 @@ class Trainer:
     # -- setup helpers ----------------------------------------------------------------------
 
     def _peak_flops(self) -> float | None:
+        """Peak FLOP/s of one device (MFU's denominator): --peak-tflops, else the GPU table
+        entry for the device's name and dtype, else this CPU's measured matmul peak."""
+        if self.plan.peak_tflops is not None:
+            return self.plan.peak_tflops * 1e12
         if self.dist.device.type == "cuda":
             return gpu_peak_flops(torch.cuda.get_device_name(self.dist.device), self.precision)
         return cpu_peak_flops(torch.get_num_threads())
@@ -252,6 +256,9 @@ class Trainer:
                 self.flops_per_token,
                 self.peak_flops * self.dist.world_size if self.peak_flops else None,
             ),
+            # What MFU was computed from, so `genos metrics` can recompute it for another peak.
+            "flops_per_token": self.flops_per_token,
+            "peak_flops": self.peak_flops,
             "mem_current_mb": mem_now,
             "mem_peak_mb": mem_peak,
             "gpu_util": self.gpu.read() if self.gpu else None,

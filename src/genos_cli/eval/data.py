@@ -1,0 +1,130 @@
+"""What `genos eval --data` names, as token documents made with the checkpoint's tokenizer.
+
+- FASTA / compressed FASTA / one-sequence-per-line text files (or directories of them): cut
+  into windows and tokenized exactly as `genos preprocess` does with the checkpoint's data
+  settings, into a temporary `.bin/.idx` (a few seconds per Mbp).
+- A `genos preprocess -o PREFIX` data set (`PREFIX` or `PREFIX.json`): its validation split
+  (held out from training), or its only split when it has none.
+- A `.bin/.idx` prefix (from genos or Megatron-LM): all of it.
+
+Data made with another tokenizer than the checkpoint's is refused (its manifest says so).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from genos_cli.checkpoints import TOKENIZER_FILE, LoadedCheckpoint
+from genos_cli.data.indexed import IndexedDataset
+from genos_cli.errors import GenosError
+
+if TYPE_CHECKING:
+    from genos_cli.train.data import TokenizerInfo
+
+_DATA_SUFFIXES = (".bin", ".idx", ".json")
+
+
+@dataclass
+class TokenDocuments:
+    """Documents back to back: `tokens` (N,) and the document of every token (N,)."""
+
+    tokens: np.ndarray  # (N,) int64
+    doc_of_token: np.ndarray  # (N,) int64
+    sources: list[str]
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.doc_of_token[-1]) + 1 if self.doc_of_token.size else 0
+
+
+def _is_sequence_input(path: Path) -> bool:
+    return path.is_dir() or (path.is_file() and path.suffix not in _DATA_SUFFIXES)
+
+
+def _read_prefixes(prefixes: Sequence[Path]) -> TokenDocuments:
+    from genos_cli.train.data import _document_spans
+
+    tokens, docs = [], []
+    offset = 0
+    for prefix in prefixes:
+        ds = IndexedDataset(prefix)
+        _, lengths = _document_spans(ds)  # checks the documents lie back to back
+        tokens.append(np.asarray(ds.tokens, np.int64))
+        docs.append(np.repeat(np.arange(offset, offset + lengths.size), lengths))
+        offset += lengths.size
+    if not tokens:
+        raise GenosError(f"{', '.join(map(str, prefixes))} holds no documents")
+    return TokenDocuments(np.concatenate(tokens), np.concatenate(docs), [str(p) for p in prefixes])
+
+
+def _check_tokenizer(source: str, info: TokenizerInfo | None, ckpt: LoadedCheckpoint) -> None:
+    if info is None:
+        return
+    tok = ckpt.tokenizer
+    mine = (tok.fingerprint(), tok.vocab_size)
+    if (info.fingerprint, info.vocab_size) != mine:
+        raise GenosError(
+            f"{source} was made with the {info.kind} tokenizer (fingerprint "
+            f"{info.fingerprint[:16]}), but {ckpt.path} was trained with the {tok.kind} "
+            f"tokenizer (fingerprint {mine[0][:16]}); evaluate on the FASTA files themselves "
+            "or preprocess them with the checkpoint's tokenizer"
+        )
+
+
+def _preprocess(files: list[Path], ckpt: LoadedCheckpoint, out_dir: Path) -> Path:
+    from genos_cli.data import pipeline
+    from genos_cli.data.windows import WindowSpec
+
+    d = ckpt.config.data
+    settings = pipeline.PreprocessSettings(
+        inputs=tuple(files),
+        output_prefix=out_dir / "eval",
+        tokenizer_kind=ckpt.tokenizer.kind,
+        tokenizer_model=ckpt.path / TOKENIZER_FILE if ckpt.tokenizer.kind == "bpe" else None,
+        window=WindowSpec(d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp),
+        val_ratio=0.0,
+        append_eod=d.append_eod,
+        workers=1,
+    )
+    the_plan = pipeline.plan(settings)
+    pipeline.run(the_plan)
+    return the_plan.prefixes["train"]
+
+
+@contextmanager
+def token_documents(
+    paths: Sequence[Path], ckpt: LoadedCheckpoint, split: str = "val"
+) -> Iterator[TokenDocuments]:
+    """The documents `paths` name (see the module doc), tokenized for `ckpt`. Of a data set
+    with a train/val split, `split` is read ("val" to evaluate, "train" to fit baselines)."""
+    from genos_cli.train.data import resolve_data
+
+    if not paths:
+        raise GenosError("no --data given")
+    sequence_files = [p for p in paths if _is_sequence_input(p)]
+    prefixes: list[Path] = []
+    for path in paths:
+        if path in sequence_files:
+            continue
+        spec = resolve_data(path)
+        _check_tokenizer(str(path), spec.tokenizer, ckpt)
+        prefixes += list(spec.train if split == "train" else (spec.val or spec.train))
+    with tempfile.TemporaryDirectory(prefix="genos-eval-") as tmp:
+        if sequence_files:
+            prefixes.append(_preprocess(sequence_files, ckpt, Path(tmp)))
+        documents = _read_prefixes(prefixes)
+        documents.sources = [str(p) for p in paths]
+        vocab = ckpt.config.model.vocab_size
+        if documents.tokens.size and int(documents.tokens.max()) >= vocab:
+            raise GenosError(
+                f"the data holds token id {int(documents.tokens.max())}, outside the "
+                f"checkpoint's vocabulary of {vocab}: it was made with another tokenizer"
+            )
+        yield documents

@@ -1,0 +1,266 @@
+"""`genos eval` and `genos eval probe` as library calls returning plain dicts (the JSON the
+commands print with --json; the terminal tables are rendered from the same dicts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genos_cli import checkpoints
+from genos_cli.errors import GenosError
+from genos_cli.eval.bases import PieceTable
+from genos_cli.eval.markov import DEFAULT_CONCENTRATION, DEFAULT_ORDER, MAX_ORDER
+from genos_cli.eval.probe import LabelledSequences
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GenosError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GenosError(
+            f"--device {name!r} is not a device (expected cpu, cuda or cuda:N)"
+        ) from None
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs that have it (as training used), fp32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass
+class LMOptions:
+    checkpoint: Path
+    data: list[Path]
+    batch_size: int = 8
+    stride: int | None = None
+    markov_order: int = DEFAULT_ORDER
+    markov_concentration: float = DEFAULT_CONCENTRATION
+    markov_data: list[Path] | None = None  # None: the training data the checkpoint records
+    markov: bool = True
+    device: str | None = None
+
+
+def _markov_sources(opts: LMOptions, ckpt: checkpoints.LoadedCheckpoint) -> list[Path] | str:
+    """Paths to fit the Markov model on, or why there are none."""
+    if opts.markov_data:
+        return opts.markov_data
+    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("train", [])]
+    if not recorded:
+        return "the checkpoint does not record its training data; pass --markov-data"
+    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
+    if missing:
+        return f"its training data {missing[0]} is gone; pass --markov-data"
+    return recorded
+
+
+def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, Any]:
+    from genos_cli.eval.data import token_documents
+    from genos_cli.eval.lm import ExpertUsage, evaluate_model, fit_markov, markov_bits
+    from genos_cli.train.data import bases_per_token
+
+    if opts.batch_size < 1:
+        raise GenosError(f"--batch-size must be at least 1, got {opts.batch_size}")
+    if not 0 <= opts.markov_order <= MAX_ORDER:
+        raise GenosError(f"--markov-order must be in [0, {MAX_ORDER}], got {opts.markov_order}")
+    device = pick_device(opts.device)
+    ckpt = checkpoints.load(opts.checkpoint, device)
+    context = ckpt.config.model.max_seq_length
+    if opts.stride is not None and not 1 <= opts.stride <= context:
+        raise GenosError(f"--stride must be in [1, {context}] (the context), got {opts.stride}")
+    table = PieceTable.of(ckpt.tokenizer)
+    with token_documents(opts.data, ckpt) as docs:
+        if docs.tokens.size < 2:
+            raise GenosError("the evaluation data holds fewer than two tokens")
+        result = evaluate_model(
+            ckpt.model,
+            docs,
+            bases_per_token(ckpt.tokenizer),
+            batch_size=opts.batch_size,
+            stride=opts.stride,
+            device=device,
+            autocast_dtype=autocast_dtype(device),
+            progress=(lambda done, total: progress("scoring", done, total)) if progress else None,
+        )
+        baselines: list[dict[str, Any]] = [
+            {"name": "uniform", "bits_per_base": 2.0, "bits": 2.0 * result.bases}
+        ]
+        notes: list[str] = []
+        if opts.markov:
+            sources = _markov_sources(opts, ckpt)
+            if isinstance(sources, str):
+                notes.append(f"no Markov baseline: {sources}")
+            else:
+                t0 = time.perf_counter()
+                if progress:
+                    progress("fitting the Markov model", 0, 1)
+                with token_documents(sources, ckpt, split="train") as fit_docs:
+                    markov = fit_markov(
+                        [fit_docs], table, opts.markov_order, opts.markov_concentration
+                    )
+                bits, bases = markov_bits(markov, docs, table)
+                if bases != result.bases:  # both must score the very same bases
+                    raise GenosError(
+                        f"internal error: the Markov model scored {bases} bases, the model "
+                        f"{result.bases}"
+                    )
+                baselines.insert(0, {
+                    "name": f"order-{opts.markov_order} Markov",
+                    "bits_per_base": bits / bases,
+                    "bits": bits,
+                    "order": opts.markov_order,
+                    "concentration": opts.markov_concentration,
+                    "fitted_on": [str(p) for p in sources],
+                    "fitted_bases": markov.bases_seen,
+                    "seconds": time.perf_counter() - t0,
+                })  # fmt: skip
+    usage = ExpertUsage.of(result.expert_counts)
+    return {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "data": [str(p) for p in opts.data],
+        "device": str(device),
+        "tokens": result.tokens,
+        "bases": result.bases,
+        "windows": result.windows,
+        "context": result.context,
+        "stride": result.stride,
+        "loss": result.loss,
+        "perplexity": result.perplexity,
+        "bits_per_base": result.bits_per_base,
+        "baselines": baselines,
+        "seconds": result.seconds,
+        "tokens_per_s": result.tokens_per_second,
+        "bases_per_s": result.bases / result.seconds if result.seconds > 0 else None,
+        "expert_usage": [
+            {
+                "layer": i,
+                "shares": usage.shares[i].tolist(),
+                "entropy_bits": float(usage.entropy_bits[i]),
+                "max_over_mean": float(usage.max_over_mean[i]),
+            }
+            for i in range(usage.shares.shape[0])
+        ],
+        "notes": notes,
+    }
+
+
+@dataclass
+class ProbeOptions:
+    checkpoint: Path
+    train: list[Path] | None = None  # one FASTA per class
+    test: list[Path] | None = None
+    train_tsv: Path | None = None
+    test_tsv: Path | None = None
+    class_names: list[str] | None = None
+    layer: int | None = None
+    kmer: int = 6
+    batch_size: int = 32
+    seed: int = 0
+    device: str | None = None
+
+
+def _probe_data(opts: ProbeOptions) -> tuple[LabelledSequences, LabelledSequences]:
+    from genos_cli.eval.probe import from_fasta_per_class, from_tsv
+
+    if opts.train_tsv or opts.test_tsv:
+        if opts.train or opts.test:
+            raise GenosError("give either --train/--test FASTA files or --train-tsv/--test-tsv")
+        if not (opts.train_tsv and opts.test_tsv):
+            raise GenosError("--train-tsv and --test-tsv go together")
+        train = from_tsv(opts.train_tsv)
+        return train, from_tsv(opts.test_tsv, train.classes)
+    if not opts.train or not opts.test:
+        raise GenosError(
+            "give the training and test sequences: --train A.fa B.fa --test A.fa B.fa (one "
+            "FASTA per class, in the same order) or --train-tsv/--test-tsv"
+        )
+    if len(opts.train) != len(opts.test):
+        raise GenosError(
+            f"{len(opts.train)} --train files but {len(opts.test)} --test files: give one of "
+            "each per class, in the same order"
+        )
+    if len(opts.train) < 2:
+        raise GenosError("a probe needs at least two classes (one FASTA file per class)")
+    names = opts.class_names or [p.name.split(".")[0] for p in opts.train]
+    if len(names) != len(opts.train):
+        raise GenosError(f"{len(names)} class names for {len(opts.train)} classes")
+    return from_fasta_per_class(opts.train, names), from_fasta_per_class(opts.test, names)
+
+
+def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any]:
+    from genos_cli.eval.probe import embed, fit_and_score, kmer_frequencies
+
+    if not 1 <= opts.kmer <= 8:
+        raise GenosError(f"--kmer must be in [1, 8], got {opts.kmer}")
+    train, test = _probe_data(opts)
+    for split, data in (("training", train), ("test", test)):
+        present = set(data.labels.tolist())
+        empty = [c for i, c in enumerate(train.classes) if i not in present]
+        if empty:
+            raise GenosError(f"class {empty[0]!r} has no {split} sequences")
+    device = pick_device(opts.device)
+    ckpt = checkpoints.load(opts.checkpoint, device)
+    layers = ckpt.config.model.num_layers
+    if opts.layer is not None and not 0 <= opts.layer <= layers:
+        raise GenosError(f"--layer must be in [0, {layers}], got {opts.layer}")
+
+    t0 = time.perf_counter()
+    x = {}
+    forwarded = 0
+    for name, data in (("train", train), ("test", test)):
+        x[name], n = embed(
+            ckpt.model, ckpt.tokenizer, data.sequences, layer=opts.layer,
+            batch_size=opts.batch_size, device=device, autocast_dtype=autocast_dtype(device),
+            progress=(lambda d, t, n=name: progress(f"embedding {n}", d, t)) if progress else None,
+        )  # fmt: skip
+        forwarded += n
+    embed_seconds = time.perf_counter() - t0
+    if progress:
+        progress("fitting the probes", 0, 1)
+    scores = [
+        fit_and_score(
+            f"genos embeddings (layer {layers if opts.layer is None else opts.layer})",
+            x["train"],
+            train.labels,
+            x["test"],
+            test.labels,
+            opts.seed,
+        ),
+        fit_and_score(
+            f"{opts.kmer}-mer frequencies",
+            kmer_frequencies(train.sequences, opts.kmer),
+            train.labels,
+            kmer_frequencies(test.sequences, opts.kmer),
+            test.labels,
+            opts.seed,
+        ),
+    ]
+    counts = {
+        split: np.bincount(d.labels, minlength=len(train.classes)).tolist()
+        for split, d in (("train", train), ("test", test))
+    }
+    return {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "classes": train.classes,
+        "sequences": counts,
+        "dropped_bases": train.dropped_bases + test.dropped_bases,
+        "layer": layers if opts.layer is None else opts.layer,
+        "embedding_seconds": embed_seconds,
+        "embedding_tokens_per_s": forwarded / embed_seconds if embed_seconds > 0 else None,
+        "results": [s.__dict__ for s in scores],
+    }

@@ -1,0 +1,266 @@
+"""What `genos metrics watch` shows, as pure functions: readings + records → Rich renderables.
+
+Nothing here samples a device or reads a file, so every frame can be rendered (and tested)
+from recorded GPU readings and log records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from genos_cli.metrics.logs import RunHistory
+from genos_cli.metrics.peak import record_mfu
+from genos_cli.metrics.system import CpuSample, GpuSample
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 40
+
+
+# -- small formatters -------------------------------------------------------------------------
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
+    """The last `width` values as unicode blocks, lowest ▁ to highest █ (min-max scaled)."""
+    finite = [v for v in values[-width:] if math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    if hi == lo:
+        return SPARK_BLOCKS[len(SPARK_BLOCKS) // 2] * len(finite)
+    top = len(SPARK_BLOCKS) - 1
+    return "".join(SPARK_BLOCKS[round((v - lo) / (hi - lo) * top)] for v in finite)
+
+
+@dataclass(frozen=True)
+class ExpertBalance:
+    """How evenly a window's tokens were spread over each layer's experts.
+
+    `max_over_mean`: the busiest expert's share over the mean share (1 = even, E = all tokens
+    to one of E experts). `entropy`: entropy of the shares over log(E) (1 = even, 0 = one).
+    """
+
+    max_over_mean: tuple[float, ...]
+    entropy: tuple[float, ...]
+
+    @property
+    def worst_layer(self) -> int:
+        return max(range(len(self.max_over_mean)), key=self.max_over_mean.__getitem__)
+
+
+def expert_balance(load: Sequence[Sequence[float]] | None) -> ExpertBalance | None:
+    """Balance of a record's `expert_load` (per layer, per-expert shares of the routes)."""
+    ratios, entropies = [], []
+    for layer in load or []:
+        total = sum(layer)
+        if total <= 0 or len(layer) < 2:
+            continue
+        shares = [x / total for x in layer]
+        ratios.append(max(shares) * len(shares))
+        h = -sum(p * math.log(p) for p in shares if p > 0)
+        entropies.append(h / math.log(len(shares)))
+    if not ratios:
+        return None
+    return ExpertBalance(tuple(ratios), tuple(entropies))
+
+
+def format_balance(balance: ExpertBalance | None) -> str:
+    if balance is None:
+        return "-"
+    worst = balance.worst_layer
+    mean_entropy = sum(balance.entropy) / len(balance.entropy)
+    return (
+        f"max/mean {' '.join(f'{r:.2f}' for r in balance.max_over_mean)} "
+        f"(worst layer {worst}: {balance.max_over_mean[worst]:.2f})   "
+        f"entropy {mean_entropy:.3f}"
+    )
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value: float | None, fmt: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+# -- system -----------------------------------------------------------------------------------
+
+
+def gpu_table(samples: Sequence[GpuSample]) -> Table:
+    """One row per GPU: utilisation, memory used/total, temperature, power, SM clock."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    table.add_column("GPU", justify="right", no_wrap=True)
+    table.add_column("name")  # the one column that wraps when the terminal is narrow
+    table.add_column("util", justify="right", no_wrap=True)
+    table.add_column("memory MiB", justify="right", no_wrap=True)
+    table.add_column("temp", justify="right", no_wrap=True)
+    table.add_column("power W", justify="right", no_wrap=True)
+    table.add_column("SM MHz", justify="right", no_wrap=True)
+    for s in samples:
+        table.add_row(
+            str(s.index),
+            s.name,
+            _num(s.util_percent, ".0f", "%"),
+            f"{_num(s.mem_used_mb, ',.0f')} / {_num(s.mem_total_mb, ',.0f')}",
+            _num(s.temperature_c, ".0f", "°C"),
+            f"{_num(s.power_w, '.0f')} / {_num(s.power_limit_w, '.0f')}",
+            _num(s.sm_clock_mhz, ",.0f"),
+        )
+    return table
+
+
+def cpu_table(sample: CpuSample) -> Table:
+    """CPU utilisation and load, system memory, and the training process when known."""
+    table = _grid()
+    cores = " ".join(f"{p:.0f}" for p in sample.per_cpu_percent)
+    table.add_row("CPU", f"{sample.cpu_percent:.0f}% of {sample.cores} cores   (per core: {cores})")
+    table.add_row("load", " ".join(f"{x:.2f}" for x in sample.load_avg) + "   (1, 5, 15 min)")
+    table.add_row(
+        "memory",
+        f"{sample.mem_used_mb:,.0f} / {sample.mem_total_mb:,.0f} MiB used   "
+        f"({sample.mem_available_mb:,.0f} MiB available)",
+    )
+    if sample.process is not None:
+        p = sample.process
+        table.add_row(
+            "process",
+            f"{p.name} (pid {p.pid}): {p.rss_mb:,.0f} MiB resident, CPU {p.cpu_percent:.0f}%, "
+            f"{p.threads} threads",
+        )
+    return table
+
+
+def system_panel(gpus: Sequence[GpuSample] | None, cpu: CpuSample | None) -> RenderableType:
+    if gpus:
+        return gpu_table(gpus)
+    if cpu is not None:
+        return cpu_table(cpu)
+    return Text("no system readings")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunView:
+    """What the dashboard knows of the run it follows."""
+
+    run_dir: Path
+    log: Path
+    log_exists: bool
+    history: RunHistory
+    peak_flops: float | None = None  # per-device override (--peak-tflops); None: the log's
+    flops_per_token: float | None = None  # for logs whose records lack it
+    bad_lines: int = 0
+    now: float | None = None  # wall clock for "last record N s ago"
+
+
+def run_panel(view: RunView) -> RenderableType:
+    title = Text(f"run {view.run_dir}", style="bold")
+    table = _grid()
+    rec = view.history.last
+    if not view.log_exists:
+        table.add_row("status", f"waiting for {view.log.name} (the run has not started yet)")
+        return Group(title, table)
+    if rec is None:
+        table.add_row("status", f"{view.log.name} holds no training records yet")
+        return Group(title, table)
+    _train_rows(table, rec, view)
+    ev = view.history.last_eval
+    if ev is not None:
+        table.add_row(
+            "validation",
+            f"loss {ev.get('val_loss', float('nan')):.4f}   "
+            f"{ev.get('val_bits_per_base', float('nan')):.4f} bits/base (step {ev['step']:,})",
+        )
+    if view.bad_lines:
+        table.add_row("log", f"[yellow]{view.bad_lines} unreadable line(s) skipped[/]")
+    return Group(title, table)
+
+
+def _train_rows(table: Table, rec: dict[str, Any], view: RunView) -> None:
+    total = rec.get("total_steps") or 0
+    done = f"  ({100 * rec['step'] / total:.1f}%)" if total else ""
+    status = ""
+    if total and rec["step"] >= total:
+        status = "   [green]finished[/]"
+    elif view.now is not None and isinstance(rec.get("time"), (int, float)):
+        status = f"   last record {duration(view.now - rec['time'])} ago"
+    tokens = rec.get("tokens")
+    seen = "" if tokens is None else f"   {tokens:,} tokens"
+    table.add_row("step", f"{rec['step']:,} / {total:,}{done}{seen}{status}")
+    table.add_row(
+        "loss",
+        f"{rec.get('loss', float('nan')):.4f}   {sparkline(_recent_losses(view.history))}",
+    )
+    table.add_row(
+        "throughput",
+        f"{rec.get('tokens_per_s', 0):,.0f} tokens/s   MFU "
+        f"{percent(record_mfu(rec, view.peak_flops, view.flops_per_token))}"
+        + ("" if view.peak_flops is None else f" (of {view.peak_flops / 1e12:g} TFLOP/s/device)"),
+    )
+    gpu = rec.get("gpu_util")
+    table.add_row(
+        "memory",
+        f"{_num(rec.get('mem_current_mb'), ',.0f')} MiB (peak "
+        f"{_num(rec.get('mem_peak_mb'), ',.0f')} MiB)"
+        + ("" if gpu is None else f"   GPU {gpu:.0f}%"),
+    )
+    table.add_row("expert balance", format_balance(expert_balance(rec.get("expert_load"))))
+    table.add_row(
+        "time", f"elapsed {duration(rec.get('elapsed_s'))}   ETA {duration(rec.get('eta_s'))}"
+    )
+
+
+def _recent_losses(history: RunHistory) -> list[float]:
+    recent = list(history.train)[-SPARK_WIDTH:]
+    return [float(r["loss"]) for r in recent if isinstance(r.get("loss"), (int, float))]
+
+
+def frame(
+    gpus: Sequence[GpuSample] | None,
+    cpu: CpuSample | None,
+    run: RunView | None,
+    *,
+    clock: float | None = None,
+) -> Group:
+    """One whole dashboard frame: the machine, then the run (when one is followed)."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(clock if clock is not None else time.time()))
+    parts: list[RenderableType] = [
+        Text(f"genos metrics · {stamp}", style="bold"),
+        system_panel(gpus, cpu),
+    ]
+    if run is not None:
+        parts += [Text(""), run_panel(run)]
+    return Group(*parts)
+
+
+def _grid() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", justify="right", no_wrap=True)
+    table.add_column()
+    return table
