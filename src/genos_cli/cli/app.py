@@ -10,6 +10,7 @@ import typer
 from genos_cli import __version__
 from genos_cli.cli import (
     config_cmd,
+    eval_cmd,
     export_cmd,
     metrics_cmd,
     preprocess_cmd,
@@ -29,6 +30,7 @@ app.add_typer(tokenize_cmd.app, name="tokenize")
 app.add_typer(metrics_cmd.app, name="metrics")
 app.command(name="preprocess")(preprocess_cmd.preprocess)
 app.command(name="train")(train_cmd.train)
+app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
 
 
