@@ -99,7 +99,7 @@ def import_hf(
         tokenizer_kind="nucleotide" if nucleotide_tokenizer else None,
         tokenizer_model=tokenizer_model,
     )
-    origin = "genos export (config restored)" if result.from_genos else "Mixtral"
+    origin = "exported by genos: its config restored" if result.from_genos else "Mixtral"
     console.print(
         f"imported {result.source} ({origin}): {result.parameters:,} parameters, "
         f"{result.tokenizer_kind} tokenizer",

@@ -83,6 +83,34 @@ def preprocess(
         Path | None,
         typer.Option(help="Also write DIR/train.txt and DIR/val.txt, one sequence per line."),
     ] = None,
+    hf_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Also read this Hugging Face dataset, streamed (a Hub id such as "
+            "InstaDeepAI/multi_species_genomes, or a local path; needs the datasets package).",
+            rich_help_panel="Hugging Face datasets",
+        ),
+    ] = None,
+    hf_split: Annotated[
+        str, typer.Option(help="Split to read.", rich_help_panel="Hugging Face datasets")
+    ] = "train",
+    hf_column: Annotated[
+        str,
+        typer.Option(help="Column holding the DNA.", rich_help_panel="Hugging Face datasets"),
+    ] = "sequence",
+    hf_config: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset configuration (subset), if it has several.",
+            rich_help_panel="Hugging Face datasets",
+        ),
+    ] = None,
+    hf_revision: Annotated[
+        str | None,
+        typer.Option(
+            help="Branch, tag or commit of a Hub dataset.", rich_help_panel="Hugging Face datasets"
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="Take data and tokenizer settings from this genos config file."),
@@ -94,11 +122,15 @@ def preprocess(
     """Prepare genomes as Megatron-LM training data: cut into ACGT sequences, split
     train/val, tokenize, write `.bin/.idx` (readable by Megatron-LM)."""
     from genos_cli.config import DataConfig, TokenizerConfig, load_config
+    from genos_cli.data.hf_source import HFDatasetSpec
     from genos_cli.data.pipeline import PreprocessSettings, plan, run
     from genos_cli.data.sources import default_genome_path
     from genos_cli.data.windows import WindowSpec
 
-    if not inputs:
+    hf = None
+    if hf_dataset is not None:
+        hf = HFDatasetSpec(hf_dataset, hf_split, hf_column, hf_config, hf_revision)
+    if not inputs and hf is None:
         inputs = [default_genome_path()]
         console.print(f"no input given: using the embedded E. coli K-12 genome ({inputs[0]})")
 
@@ -125,7 +157,7 @@ def preprocess(
     if workers == 0:
         workers = 1 if kind == "nucleotide" else max(1, os.cpu_count() or 1)
     settings = PreprocessSettings(
-        inputs=tuple(inputs),
+        inputs=tuple(inputs or ()),
         output_prefix=output_prefix,
         tokenizer_kind=kind,
         tokenizer_model=model if kind == "bpe" else None,
@@ -133,6 +165,7 @@ def preprocess(
         val_ratio=val_ratio if val_ratio is not None else data.val_ratio,
         split_seed=split_seed if split_seed is not None else data.split_seed,
         holdout=tuple(holdout or ()),
+        hf_dataset=hf,
         append_eod=append_eod if append_eod is not None else data.append_eod,
         workers=workers,
         write_text=write_text,
@@ -166,7 +199,9 @@ def _run_with_progress(the_plan, run):  # type: ignore[no-untyped-def]
         transient=True,
         disable=not console.is_terminal,
     ) as progress:
-        task = progress.add_task("preprocess", total=the_plan.input_bytes, bp="", rate="")
+        # A streamed dataset has no known size: the bar then only shows bases and rate.
+        total = None if the_plan.settings.hf_dataset else the_plan.input_bytes
+        task = progress.add_task("preprocess", total=total, bp="", rate="")
 
         def update(done_bytes: int, bases: int) -> None:
             elapsed = progress.tasks[task].elapsed or 1e-9

@@ -249,3 +249,14 @@ def read_acgt_runs(
                     yield carry[i : i + max_run_bp]
                 carry = carry[cut:]
         # The final RECORD_BREAK block always ends a file, so nothing is left in `carry`.
+
+
+def normalise_sequence(seq: bytes) -> tuple[bytes, int]:
+    """One record's sequence normalised as FASTA sequence lines are (the same table: uppercase
+    ACGT, N for ambiguity codes and gaps, whitespace removed), for sequences that come as
+    strings rather than files (Hugging Face datasets). Returns (normalised bytes, index in
+    `seq` of the first byte that is no nucleotide code, or -1)."""
+    out = seq.translate(_FASTA_TABLE, _FASTA_DELETE)
+    if _INVALID not in out:
+        return out, -1
+    return out, seq.translate(_FASTA_TABLE).find(_INVALID)

@@ -23,6 +23,7 @@ import numpy as np
 from genos_cli import __version__
 from genos_cli.atomic import atomic_write, publish, temp_beside
 from genos_cli.data.fasta import ReadStats, SequenceReader
+from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
 from genos_cli.data.indexed import IndexedDatasetWriter, bin_path, idx_path
 from genos_cli.data.sources import expand_inputs
 from genos_cli.data.tokenizers import DNATokenizer, load_tokenizer
@@ -42,6 +43,7 @@ class PreprocessSettings:
     val_ratio: float = 0.02
     split_seed: int = 1234
     holdout: tuple[Path, ...] = ()  # files whose sequences all go to the validation split
+    hf_dataset: HFDatasetSpec | None = None  # read after the files, like one more file
     append_eod: bool = True
     workers: int = 1
     write_text: Path | None = None  # directory for the seed's train.txt / val.txt
@@ -108,7 +110,9 @@ def plan(settings: PreprocessSettings) -> Plan:
         raise GenosError(f"--val-ratio must be in [0, 1), got {settings.val_ratio}")
     if settings.workers < 1:
         raise GenosError(f"--workers must be at least 1, got {settings.workers}")
-    files = expand_inputs(list(settings.inputs) + list(settings.holdout))
+    named = list(settings.inputs) + list(settings.holdout)
+    # A Hugging Face dataset may be the only input.
+    files = expand_inputs(named) if named or settings.hf_dataset is None else []
     holdout = {p.resolve() for p in expand_inputs(settings.holdout)} if settings.holdout else set()
     seen: set[Path] = set()
     unique = []
@@ -255,6 +259,11 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
                 done_bytes += path.stat().st_size
                 if progress:
                     progress(done_bytes, read_stats.bases)
+            if settings.hf_dataset is not None:
+                hf_reader = HFDatasetReader(settings.hf_dataset, read_stats)
+                yield from windower.windows(
+                    _reporting_blocks(hf_reader.blocks(), done_bytes, read_stats, progress)
+                )
             yield from windower.flush()
 
         for batch, ids, token_lengths in _encoded(batches(), tokenizer, settings):
@@ -335,6 +344,15 @@ def _reporting(
         yield block
 
 
+def _reporting_blocks(
+    blocks: Iterator[bytes], done_bytes: int, stats: ReadStats, progress: ProgressCallback | None
+) -> Iterator[bytes]:
+    for block in blocks:  # a streamed dataset has no size: progress counts bases only
+        if progress:
+            progress(done_bytes, stats.bases)
+        yield block
+
+
 def manifest(the_plan: Plan, result: PreprocessResult) -> dict:
     """The record written beside the data: how it was made, so training and evaluation can
     check they use the same tokenizer and settings."""
@@ -342,7 +360,8 @@ def manifest(the_plan: Plan, result: PreprocessResult) -> dict:
     return {
         "genos_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [str(p) for p in the_plan.files],
+        "inputs": [str(p) for p in the_plan.files]
+        + ([s.hf_dataset.describe()] if s.hf_dataset else []),
         "holdout": sorted(str(p) for p in the_plan.holdout),
         "tokenizer": result.tokenizer,
         "window": asdict(s.window),

@@ -78,16 +78,17 @@ def from_plan(plan: TrainPlan, world_size: int, *, gpu: bool = True) -> Megatron
         model = default_tokenizer_path()
     return MegatronRun(
         config=plan.config,
-        train_prefixes=plan.train_prefixes,
-        val_prefixes=plan.val_prefixes,
+        # Absolute paths: the command may be run from the Megatron-LM checkout.
+        train_prefixes=[Path(p).resolve() for p in plan.train_prefixes],
+        val_prefixes=[Path(p).resolve() for p in plan.val_prefixes],
         tokenizer_kind=plan.tokenizer_kind,
         tokenizer_model=Path(model).resolve() if model is not None else None,
         world_size=world_size,
         train_iters=plan.total_steps,
         warmup_iters=plan.warmup_steps,
         eval_samples=plan.eval_iters * plan.micro_batch_size,
-        checkpoint_dir=plan.checkpoint_dir,
-        output_dir=plan.output_dir,
+        checkpoint_dir=plan.checkpoint_dir.resolve(),
+        output_dir=plan.output_dir.resolve(),
         gpu=gpu,
         wandb_project=plan.wandb_project,
     )

@@ -154,6 +154,8 @@ class Trainer:
         )
         if self.log is not None:
             self.log.close()
+        if self.wandb is not None:
+            self.wandb.finish()  # flush its history now, not at interpreter exit
         engine.barrier()
         return result
 
