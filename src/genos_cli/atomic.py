@@ -1,15 +1,24 @@
-"""Write files so that a reader never sees a half-written one: temp file + rename."""
+"""Write files so that a reader never sees a half-written one: temp file + rename.
+
+Temporary files are hidden and named after the file they become, the host and the process
+writing them (`.NAME.HOST-PID.XXXXXXXX.tmp`), so a later run can tell the leftovers of a
+killed writer from the files of a live one and remove them (`remove_stale_temps`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from genos_cli.errors import GenosError
 
 
 def _umask() -> int:
@@ -18,12 +27,70 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("/", "_") or "host"
+
+
 def temp_beside(path: Path, mode: str = "wb") -> IO:
     """An open temporary file in `path`'s directory (so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.NamedTemporaryFile(
-        mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
+        mode, dir=path.parent, prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=".tmp",
+        delete=False,
+    )  # fmt: skip
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def stale_temps(path: Path) -> list[Path]:
+    """Temporary files `temp_beside(path)` left behind by writers that are gone: processes
+    of this host that no longer run. Files of live processes and of other hosts are kept."""
+    if not path.parent.is_dir():
+        return []
+    stale = []
+    host = _host()
+    start = f".{path.name}."
+    for tmp in path.parent.iterdir():
+        if not (tmp.name.startswith(start) and tmp.name.endswith(".tmp")):
+            continue
+        owner = tmp.name[len(start) :].rsplit(".", 2)[0]  # HOST-PID
+        tmp_host, _, pid = owner.rpartition("-")
+        mine = tmp_host == host and pid.isdigit() and int(pid) != os.getpid()
+        if mine and not _pid_alive(int(pid)):
+            stale.append(tmp)
+    return stale
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete `stale_temps(path)`; how many were removed."""
+    removed = 0
+    for tmp in stale_temps(path):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX: a rename is on disk once the directory
+    is synced)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # platforms that cannot open directories
+        return
+    try:
+        with contextlib.suppress(OSError):  # e.g. filesystems without directory fsync
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def publish(tmp: str | Path, final: Path, *, fsync: bool = True) -> None:
@@ -36,6 +103,53 @@ def publish(tmp: str | Path, final: Path, *, fsync: bool = True) -> None:
             os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, final)
+    if fsync:
+        fsync_dir(final.parent)
+
+
+def ensure_writable_dir(directory: Path, what: str) -> None:
+    """Create `directory` (and parents) and check a file can be written in it, or raise a
+    GenosError naming it: a pre-flight check, so a read-only or wrong path fails before any
+    work instead of at the first save."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise GenosError(f"cannot use {directory} as the {what}: it is a file") from None
+    except OSError as exc:
+        raise GenosError(
+            f"cannot create the {what} {directory}: {describe_os_error(exc, directory)}"
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".genos-write-check."):
+            pass
+    except OSError as exc:
+        raise GenosError(
+            f"the {what} {directory} is not writable: {describe_os_error(exc, directory)}"
+        ) from None
+
+
+def describe_os_error(exc: BaseException, directory: Path | None = None) -> str:
+    """A short reason for a failed write: the OS's words for it ("No space left on
+    device", "Read-only file system", ...). Libraries that hide the errno (torch.save raises
+    RuntimeError) are recognised by a full filesystem under `directory`."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    if directory is not None and disk_full(directory):
+        return os.strerror(errno.ENOSPC).lower()
+    return " ".join(str(exc).split())[:200]
+
+
+def disk_full(directory: Path, *, below: int = 1 << 20) -> bool:
+    """Less than `below` bytes (1 MiB) left for unprivileged writes on `directory`'s
+    filesystem."""
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < below
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -17,6 +19,11 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_ENVIRONMENT_ERRORS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+}  # fmt: skip
 
 
 def fail(message: str) -> typer.Exit:
@@ -34,6 +41,13 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except GenosError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in _ENVIRONMENT_ERRORS:
+                raise
+            # A full disk, a read-only or missing path the library did not foresee: still one
+            # sentence, not a traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{os.strerror(exc.errno).lower()}") from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(code=130) from None

@@ -74,6 +74,13 @@ def train(
     eval_interval: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
     save_interval: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     log_interval: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
+    on_nan: Annotated[
+        Literal["stop", "skip"] | None,
+        typer.Option(
+            help="A non-finite loss or gradient: stop with an error (default), or skip that "
+            "step's update with a warning (10 in a row stop the run)."
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest complete checkpoint.")
     ] = False,
@@ -138,6 +145,7 @@ def train(
         "training.eval_interval": eval_interval,
         "training.save_interval": save_interval,
         "training.log_interval": log_interval,
+        "training.on_nan": on_nan,
     }
     overrides.update({k: v for k, v in flag_settings.items() if v is not None})
     if lr is not None and "training.min_lr" not in overrides:

@@ -277,6 +277,12 @@ class TrainingConfig(_Section):
     keep_last_checkpoints: int = Field(
         default=3, gt=0, description="Checkpoints kept on disk; older ones are deleted."
     )
+    on_nan: Literal["stop", "skip"] = Field(
+        default="stop",
+        description="A non-finite loss or gradient: 'stop' ends the run with an error naming "
+        "the step; 'skip' drops that step's update, logs a warning and goes on (10 skipped "
+        "steps in a row stop the run). Nothing non-finite is ever saved.",
+    )
 
     @field_validator("zero_stage", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from genos_cli.data.sources import (
 from genos_cli.errors import GenosError
 
 BLOCK_SIZE = 1 << 20  # bytes of (decompressed) input handled at a time: ~L2-sized is fastest
+_MAX_LEADING_BLANK = 64 << 20  # a file starting with more whitespace than this counts as empty
 RECORD_BREAK = b"|"
 _INVALID = b"!"
 _WHITESPACE = b" \t\r\n\x0b\x0c"
@@ -122,6 +123,12 @@ class SequenceReader:
 
     def _parse(self, stream, counter) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
         first = stream.read(self.block_size)
+        # Decide the format on content: read past leading blank lines longer than a block.
+        while first and not first.strip() and len(first) < _MAX_LEADING_BLANK:
+            more = stream.read(self.block_size)
+            if not more:
+                break
+            first += more
         self.consumed_bytes = counter.consumed
         if not first.strip():
             raise GenosError(f"{self.path} is empty (no sequence found)")

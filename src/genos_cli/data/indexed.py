@@ -22,6 +22,8 @@ pair that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import tempfile
 from pathlib import Path
@@ -29,7 +31,7 @@ from types import TracebackType
 
 import numpy as np
 
-from genos_cli.atomic import BackgroundSync, publish
+from genos_cli.atomic import BackgroundSync, fsync_dir, publish, temp_beside
 from genos_cli.errors import GenosError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -70,12 +72,12 @@ class IndexedDatasetWriter:
         self.sequences = 0
         self.tokens = 0
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        stem = f".{self.prefix.name}."
-        self._bin = tempfile.NamedTemporaryFile(
-            dir=self.prefix.parent, prefix=stem, suffix=".bin.tmp", delete=False
+        self._bin = temp_beside(bin_path(self.prefix))
+        self._lengths = tempfile.TemporaryFile(
+            dir=self.prefix.parent, prefix=f".{self.prefix.name}."
         )
-        self._lengths = tempfile.TemporaryFile(dir=self.prefix.parent, prefix=stem)
         self._committed = False
+        self._idx_tmp: Path | None = None
         self._sync = BackgroundSync(self._bin.fileno())
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
@@ -90,19 +92,32 @@ class IndexedDatasetWriter:
         self.sequences += int(lengths.size)
         self.tokens += int(tokens.size)
 
-    def commit(self) -> None:
-        """Write the index and move both files into place (`.bin` first, `.idx` last)."""
+    def finish(self) -> None:
+        """Write the index; both files stay under temporary names, synced to disk, so all
+        `commit()` has left to do is rename them."""
+        if self._idx_tmp is not None:
+            return
         self._bin.flush()
         self._sync.join()
+        os.fsync(self._bin.fileno())
         self._bin.close()
-        idx_tmp = Path(self._bin.name).with_suffix(".idx")
-        with open(idx_tmp, "wb") as out:
+        out = temp_beside(idx_path(self.prefix))
+        self._idx_tmp = Path(out.name)
+        with out:
             self._write_index(out)
+            out.flush()
+            os.fsync(out.fileno())
         self._lengths.close()
+
+    def commit(self) -> None:
+        """Finish, then move both files into place (`.bin` first, `.idx` last)."""
+        self.finish()
+        assert self._idx_tmp is not None
         # An old .idx beside a new .bin would look valid: remove it before publishing.
         idx_path(self.prefix).unlink(missing_ok=True)
-        publish(self._bin.name, bin_path(self.prefix))
-        publish(idx_tmp, idx_path(self.prefix))
+        publish(self._bin.name, bin_path(self.prefix), fsync=False)
+        publish(self._idx_tmp, idx_path(self.prefix), fsync=False)
+        fsync_dir(self.prefix.parent)
         self._committed = True
 
     def abort(self) -> None:
@@ -110,9 +125,11 @@ class IndexedDatasetWriter:
             return
         self._sync.join()
         for fh in (self._bin, self._lengths):
-            fh.close()
+            with contextlib.suppress(OSError):  # on a full disk, flushing the buffer fails
+                fh.close()
         Path(self._bin.name).unlink(missing_ok=True)
-        Path(self._bin.name).with_suffix(".idx").unlink(missing_ok=True)
+        if self._idx_tmp is not None:
+            self._idx_tmp.unlink(missing_ok=True)
 
     def _write_index(self, out) -> None:  # type: ignore[no-untyped-def]
         n = self.sequences

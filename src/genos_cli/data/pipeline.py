@@ -9,7 +9,9 @@ everything succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from genos_cli import __version__
-from genos_cli.atomic import atomic_write, publish, temp_beside
+from genos_cli.atomic import (
+    describe_os_error,
+    publish,
+    remove_stale_temps,
+    temp_beside,
+)
 from genos_cli.data.fasta import ReadStats, SequenceReader
 from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
 from genos_cli.data.indexed import IndexedDatasetWriter, bin_path, idx_path
@@ -133,12 +140,16 @@ def plan(settings: PreprocessSettings) -> Plan:
         targets += [bin_path(prefix), idx_path(prefix)]
     existing = [t for t in targets if t.exists()]
     if existing and not settings.overwrite:
+        unfinished = "" if manifest.exists() else f" and {manifest} does not (an interrupted run?)"
         raise GenosError(
-            f"{existing[0]} already exists; pass --overwrite to replace it (nothing was written)"
+            f"{existing[0]} already exists{unfinished}; pass --overwrite to replace it "
+            "(nothing was written)"
         )
     out_dir = settings.output_prefix.parent
     if out_dir.exists() and not out_dir.is_dir():
         raise GenosError(f"output directory {out_dir} is a file")
+    for directory in {out_dir, *(t.parent for t in text_files.values())}:
+        _check_can_create(directory)
     return Plan(
         settings=settings,
         files=unique,
@@ -148,6 +159,18 @@ def plan(settings: PreprocessSettings) -> Plan:
         manifest=manifest,
         text_files=text_files,
     )
+
+
+def _check_can_create(directory: Path) -> None:
+    """Fail before reading anything when `directory` cannot be created or written to (its
+    nearest existing ancestor is a file, or not writable)."""
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise GenosError(f"cannot create output directory {directory}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GenosError(f"cannot write to {probe}: permission denied or read-only")
 
 
 # -- encoding, in-process or in worker processes -------------------------------------------
@@ -210,19 +233,42 @@ class _TextWriter:
         if lines:
             self._fh.write(b"\n".join(lines) + b"\n")
 
+    def finish(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
     def commit(self) -> None:
-        self._fh.close()
-        publish(self._fh.name, self.path)
+        self.finish()
+        publish(self._fh.name, self.path, fsync=False)
 
     def abort(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # on a full disk, flushing the buffer fails
+            self._fh.close()
         Path(self._fh.name).unlink(missing_ok=True)
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    with atomic_write(path, "w") as fh:
-        json.dump(payload, fh, indent=2, default=str)
-        fh.write("\n")
+def _targets(the_plan: Plan) -> list[Path]:
+    files = [the_plan.manifest, *the_plan.text_files.values()]
+    for prefix in the_plan.prefixes.values():
+        files += [bin_path(prefix), idx_path(prefix)]
+    return files
+
+
+def _json_temp(path: Path, payload: dict) -> Path:
+    """`payload` as JSON in a synced temporary file beside `path`, for `publish`."""
+    fh = temp_beside(path, "w")
+    try:
+        with fh:
+            json.dump(payload, fh, indent=2, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(fh.name).unlink(missing_ok=True)
+        raise
+    return Path(fh.name)
 
 
 def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessResult:
@@ -242,6 +288,9 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
     outputs = {name: SplitOutput(prefix=str(p)) for name, p in the_plan.prefixes.items()}
     writers: dict[str, IndexedDatasetWriter] = {}
     texts: dict[str, _TextWriter] = {}
+    manifest_tmp: Path | None = None
+    for target in _targets(the_plan):  # temp files of an earlier, killed run
+        remove_stale_temps(target)
     try:
         for name, prefix in the_plan.prefixes.items():
             writers[name] = IndexedDatasetWriter(prefix)
@@ -274,17 +323,46 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
                 "in the input; lower --min-length or check the files"
             )
         for writer in writers.values():
+            writer.finish()
+        for text in texts.values():
+            text.finish()
+        result = PreprocessResult(
+            read=read_stats,
+            windows=windower.stats,
+            outputs=outputs,
+            tokenizer=_tokenizer_info(tokenizer, settings),
+            seconds=time.perf_counter() - start,
+            manifest=the_plan.manifest,
+            text_files=list(the_plan.text_files.values()),
+        )
+        manifest_tmp = _json_temp(the_plan.manifest, manifest(the_plan, result))
+        # Everything is on disk under temporary names: publishing is renames, manifest last,
+        # so a run killed now leaves at most a .bin/.idx pair without its manifest.
+        for writer in writers.values():
             writer.commit()
         for text in texts.values():
             text.commit()
-    except BaseException:
+        publish(manifest_tmp, the_plan.manifest)
+    except BaseException as exc:
         for writer in writers.values():
             writer.abort()
         for text in texts.values():
             text.abort()
+        if manifest_tmp is not None:
+            manifest_tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, GenosError):
+            # Disk full, read-only filesystem, ...: one sentence naming where, not a trace.
+            where = Path(exc.filename).parent if exc.filename else settings.output_prefix.parent
+            raise GenosError(
+                f"cannot write the output in {where}: {describe_os_error(exc)} "
+                "(nothing was written)"
+            ) from None
         raise
-    seconds = time.perf_counter() - start
-    tokenizer_info: dict[str, object] = {
+    return result
+
+
+def _tokenizer_info(tokenizer: DNATokenizer, settings: PreprocessSettings) -> dict[str, object]:
+    return {
         "kind": tokenizer.kind,
         "model": str(settings.tokenizer_model) if settings.tokenizer_model else "default",
         "fingerprint": tokenizer.fingerprint(),
@@ -292,17 +370,6 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
         "eod_id": tokenizer.eod_id,
         "append_eod": settings.append_eod,
     }
-    result = PreprocessResult(
-        read=read_stats,
-        windows=windower.stats,
-        outputs=outputs,
-        tokenizer=tokenizer_info,
-        seconds=seconds,
-        manifest=the_plan.manifest,
-        text_files=list(the_plan.text_files.values()),
-    )
-    _write_json_atomic(the_plan.manifest, manifest(the_plan, result))
-    return result
 
 
 def _route(

@@ -37,7 +37,11 @@ sends the r-th chunk of the expert dimension to rank r). `to_deepspeed_state_dic
 from __future__ import annotations
 
 import contextlib
+import importlib
+import math
 import os
+import pickle
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -460,6 +464,62 @@ def grad_norm(engine: Any) -> float | None:
     return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
 
 
+def skipped_steps(engine: Any) -> int:
+    """Optimizer steps DeepSpeed skipped so far (its ZeRO optimizer skips a step whose
+    gradient norm is not finite; fp16's loss scaler skips on overflow)."""
+    return int(getattr(engine, "skipped_steps", 0))
+
+
+def micro_step(engine: Any, ep_size: int) -> tuple[float | None, bool]:
+    """`engine.step()` after a micro-batch's backward; at the optimizer-step boundary without
+    ZeRO in fp32, with genos's gradient check. Returns (gradient norm, skipped by genos).
+
+    Without ZeRO, in fp32, DeepSpeed hands the gradients to torch's optimizer unchecked (and
+    reports no norm), so a NaN would reach the weights. There genos computes the global
+    gradient norm and, when it is not finite, zeroes the gradients (so DeepSpeed's clipping
+    sees numbers) and turns this one optimizer step into a no-op: no update, no weight decay,
+    no change of Adam's moments. Elsewhere it returns (None, False): DeepSpeed's ZeRO, bf16
+    and fp16 optimizers check the norm themselves and skip a non-finite step
+    (`skipped_steps` counts them).
+    """
+    checked_by_deepspeed = (
+        engine.zero_optimization() or engine.bfloat16_enabled() or engine.fp16_enabled()
+    )
+    if checked_by_deepspeed or not engine.is_gradient_accumulation_boundary():
+        engine.step()
+        return None, False
+    params = [p for p in engine.module.parameters() if p.grad is not None]
+    norm = _global_grad_norm(params, ep_size) if params else None
+    if norm is None or math.isfinite(norm):
+        engine.step()
+        return norm, False
+    for p in params:
+        p.grad.zero_()
+    optimizer = engine.optimizer
+    own = vars(optimizer).get("step")
+    optimizer.step = lambda *args, **kwargs: None  # for this one call only
+    try:
+        engine.step()
+    finally:
+        if own is None:
+            del optimizer.step
+        else:
+            optimizer.step = own
+    return norm, True
+
+
+def _global_grad_norm(params: list[torch.Tensor], ep_size: int) -> float:
+    squares = torch.zeros(2, dtype=torch.float64, device=params[0].device)
+    for p in params:  # dense weights, then expert weights: they are replicated differently
+        is_expert = not getattr(p, "allreduce", True)  # DeepSpeed marks expert parameters
+        squares[int(is_expert)] += p.grad.detach().double().square().sum()
+    if ep_size > 1 and dist.is_initialized():
+        # Gradients are averaged already; each expert lives on world / ep_size ranks.
+        experts = all_reduce_sum(squares[1:].cpu())
+        squares[1] = float(experts[0]) * ep_size / dist.get_world_size()
+    return float(squares.sum().sqrt())
+
+
 def _reduce(values: torch.Tensor, op: Any) -> torch.Tensor:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return values
@@ -493,7 +553,48 @@ def save_checkpoint(engine: Any, directory: Path, tag: str, client_state: dict) 
     engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
 
 
+def _deepspeed_safe_globals() -> list[Any]:
+    """The few non-tensor objects DeepSpeed pickles into its checkpoint files (ZeRO's loss
+    scaler, its stage enum, parameter-slice records): plain data classes, allow-listed for
+    `torch.load(weights_only=True)`."""
+    found: list[Any] = []
+    for module, name in (
+        ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+        ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+        ("deepspeed.utils.tensor_fragment", "fragment_address"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), name))
+    return found
+
+
+def weights_only_load(path: str | Path, map_location: Any = None) -> Any:
+    """`torch.load` that runs no pickled code: tensors, containers, numbers and the
+    allow-listed DeepSpeed records only. Anything else is refused with a GenosError."""
+    allowed = _deepspeed_safe_globals()
+    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: scoped to this call
+        scope: contextlib.AbstractContextManager = torch.serialization.safe_globals(allowed)
+    else:
+        torch.serialization.add_safe_globals(allowed)
+        scope = contextlib.nullcontext()
+    try:
+        with scope:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = f"it would run {found[1]}" if found else "it holds objects other than tensors"
+        raise GenosError(
+            f"{path}: refusing to load it ({detail}); genos loads checkpoints without "
+            "running pickled code, and this file is not one genos wrote"
+        ) from None
+
+
 def load_checkpoint(engine: Any, directory: Path, tag: str) -> dict:
+    # DeepSpeed's TorchCheckpointEngine reads with torch.load(weights_only=False), which can
+    # run arbitrary code from a crafted file. Route every read of this engine through
+    # weights_only=True (genos's own client state holds tensors and plain values only).
+    engine.checkpoint_engine.load = weights_only_load
     path, client_state = engine.load_checkpoint(
         str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False
     )

@@ -7,6 +7,17 @@ from genos_cli.train.trainer import Trainer, TrainResult
 
 
 def run_training(plan: TrainPlan) -> TrainResult:
+    try:
+        return _run_training(plan)
+    except OSError as exc:  # e.g. the disk filled up under the log: one sentence, no trace
+        from genos_cli.atomic import describe_os_error
+        from genos_cli.errors import GenosError
+
+        where = exc.filename or plan.output_dir
+        raise GenosError(f"training stopped: {where}: {describe_os_error(exc)}") from None
+
+
+def _run_training(plan: TrainPlan) -> TrainResult:
     import os
 
     from rich.console import Console

@@ -240,7 +240,11 @@ def describe(plan: TrainPlan) -> dict[str, Any]:
 def launch(plan: TrainPlan) -> int:
     """Run the plan: in this process for one process on one node, else through DeepSpeed's
     launcher (which starts every rank, on every host of the hostfile)."""
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    from genos_cli.atomic import ensure_writable_dir
+
+    # A read-only or mistyped path fails now, not at the first checkpoint hours later.
+    ensure_writable_dir(plan.output_dir, "output directory")
+    ensure_writable_dir(plan.checkpoint_dir, "checkpoint directory")
     plan_path = plan.output_dir / PLAN_NAME
     plan.write(plan_path)
     if plan.num_processes == 1 and plan.hostfile is None:

@@ -92,6 +92,8 @@ class Trainer:
 
         self.step = 0
         self.tokens_seen = 0
+        self.nan_streak = 0  # steps skipped in a row for a non-finite loss or gradient
+        self.nan_skipped = 0  # steps skipped in this invocation
         self.last_eval: dict[str, Any] | None = None
         self.flops_per_token = model_flops_per_token(self.cfg.model, seq)
         self.peak_flops = self._peak_flops()
@@ -129,7 +131,8 @@ class Trainer:
         last_loss = None
         while self.step < total:
             metrics = self.train_step()
-            last_loss = metrics["loss"]
+            if not metrics["skipped"]:
+                last_loss = metrics["loss"]
             self._accumulate(window, metrics)
             self.step += 1
             if self.step % self.cfg.training.log_interval == 0 or self.step == total:
@@ -172,12 +175,15 @@ class Trainer:
         t0 = time.perf_counter()
         sums = torch.zeros(4, dtype=torch.float64)  # loss, lm, aux, z
         counts = None
+        skipped_before = engine.skipped_steps(self.engine)
+        own_norm, dropped = None, False  # genos's gradient check (ZeRO 0, fp32 only)
         for micro in self.batches.batches(self.step):
             input_ids = micro.input_ids.to(self.dist.device, non_blocking=True)
             labels = micro.labels.to(self.dist.device, non_blocking=True)
             out = self.engine(input_ids, labels=labels)
             self.engine.backward(out.loss)
-            self.engine.step()
+            norm, dropped = engine.micro_step(self.engine, self.cfg.training.expert_parallel_size)
+            own_norm = norm if norm is not None else own_norm
             sums += (
                 torch.stack(
                     [
@@ -197,11 +203,9 @@ class Trainer:
         assert counts is not None
         counts = engine.all_reduce_sum(counts.double())
         loss = float(sums[0])
-        if not math.isfinite(loss):
-            raise GenosError(
-                f"the loss became {loss} at step {self.step + 1}; training stopped so no "
-                "checkpoint holds non-finite weights (lower --lr or check the data)"
-            )
+        norm = own_norm if own_norm is not None else engine.grad_norm(self.engine)
+        skipped = dropped or engine.skipped_steps(self.engine) > skipped_before
+        self._check_finite(loss, norm, skipped)
         tokens = self.cfg.training.global_batch_size * self.cfg.model.max_seq_length
         self.tokens_seen += tokens
         return {
@@ -210,11 +214,63 @@ class Trainer:
             "aux_loss": float(sums[2]),
             "z_loss": float(sums[3]),
             "lr": lr,
-            "grad_norm": engine.grad_norm(self.engine),
+            "grad_norm": norm,
+            "skipped": self.nan_streak > 0,
             "seconds": time.perf_counter() - t0,
             "tokens": tokens,
             "expert_counts": counts,
         }
+
+    def _check_finite(self, loss: float, norm: float | None, skipped: bool) -> None:
+        """The numerical-fault policy (`training.on_nan`), from numbers already on the host.
+
+        A non-finite loss or gradient norm (fp16: loss only; its loss scaler skips overflowing
+        steps by design) stops the run with `stop`. With `skip` the step's update must not
+        have been applied (DeepSpeed's ZeRO optimizer skips it; without ZeRO
+        `engine.micro_step` does): a warning is logged and training goes on, until
+        MAX_NAN_SKIPS steps in a row were skipped. Either way nothing non-finite is saved.
+        """
+        bad_norm = norm is not None and not math.isfinite(norm) and self.precision != "fp16"
+        if math.isfinite(loss) and not bad_norm:
+            self.nan_streak = 0
+            return
+        step = self.step + 1
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        policy = self.cfg.training.on_nan
+        if policy == "stop":
+            raise GenosError(
+                f"non-finite {what} at step {step}; training stopped before saving, so every "
+                "checkpoint holds finite weights (lower --lr, check the data, or pass "
+                "--on-nan skip to skip such steps)"
+            )
+        if not skipped:
+            raise GenosError(
+                f"non-finite {what} at step {step}, and the optimizer applied the step, so it "
+                "cannot be skipped; training stopped before saving (continue from the last "
+                "checkpoint with --resume)"
+            )
+        self.nan_streak += 1
+        self.nan_skipped += 1
+        record = {
+            "type": "warning",
+            "step": step,
+            "event": "non_finite",
+            "message": f"non-finite {what} at step {step}: update skipped (--on-nan skip)",
+            "loss": _json_number(loss),
+            "grad_norm": None if norm is None else _json_number(norm),
+            "skipped_steps": self.nan_skipped,
+            "time": time.time(),
+        }
+        if self.log is not None:
+            self.log.write(record)
+        self.say(f"[yellow]warning:[/] {record['message']}")
+        if self.nan_streak >= MAX_NAN_SKIPS:
+            first = step - self.nan_streak + 1
+            raise GenosError(
+                f"{self.nan_streak} steps in a row ({first} to {step}) had a non-finite loss "
+                f"or gradients and were skipped; training stopped with the weights of step "
+                f"{first - 1} (lower --lr or check the data)"
+            )
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -229,10 +285,13 @@ class Trainer:
         window["tokens"] += metrics["tokens"]
         c = metrics["expert_counts"]
         window["counts"] = c if window["counts"] is None else window["counts"] + c
-        window["last"] = metrics
+        if not metrics["skipped"]:  # a skipped step's numbers are in its warning record
+            window["last"] = metrics
 
     def log_window(self, window: dict[str, Any], start_step: int, start_time: float) -> None:
         last = window["last"]
+        if last is None:  # every step of the window was skipped (non-finite)
+            return
         tokens_per_s = window["tokens"] / max(window["seconds"], 1e-9)
         elapsed = time.perf_counter() - start_time
         steps_done = self.step - start_step
@@ -402,6 +461,14 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         self.last_eval = state.get("last_eval")
         self.say(f"resumed from step {self.step:,}")
+
+
+MAX_NAN_SKIPS = 10  # with --on-nan skip, this many skipped steps in a row stop the run
+
+
+def _json_number(value: float) -> float | str:
+    """Non-finite floats as "nan" / "inf" / "-inf": strict JSON has no NaN."""
+    return value if math.isfinite(value) else str(value)
 
 
 def _optional_str(value: object | None) -> str | None:
