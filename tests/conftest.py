@@ -13,6 +13,17 @@ SHARED_DATA = Path(os.environ.get("GENOS_SHARED_DATA", REPO_ROOT.parent / "share
 GENOMES = SHARED_DATA / "genomes"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What genos and DeepSpeed cache (the embedded data set, the CPU peak, DeepSpeed's
+    compiled CPU op) goes to one directory of this session, not ~/.cache: set before any
+    module fixture runs, so DeepSpeed builds its op once a session. Tests about caching
+    point XDG_CACHE_HOME elsewhere themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def genomes_dir() -> Path:
     if not GENOMES.is_dir():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genos_cli.errors import GenosError
+from genos_cli.jsonfile import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -103,10 +104,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
     file = directory / META_FILE
     if not file.is_file():
         raise GenosError(f"{file} is missing: {directory} is not a complete genos checkpoint")
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenosError(f"{file} is not readable JSON ({exc})") from None
+    meta = read_json(file)
     tok = meta.get("tokenizer") if isinstance(meta, dict) else None
     if not isinstance(tok, dict) or tok.get("kind") not in ("bpe", "nucleotide"):
         raise GenosError(f"{file} names no tokenizer (expected tokenizer.kind bpe or nucleotide)")

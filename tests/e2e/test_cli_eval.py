@@ -16,11 +16,6 @@ from tests.helpers import assert_user_error, genos
 TASK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tasks" / "oct4_vs_mafk"
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> dict[str, Path]:
     """A tiny model trained 20 steps on E. coli (val split 5%)."""

@@ -7,6 +7,7 @@ also reachable by name); `genos eval probe CHECKPOINT ...` the linear probe.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,17 +126,31 @@ def lm(
         markov=markov,
         device=device,
     )
+    _run(evaluate_lm, opts, as_json, _render_lm)
+
+
+def _run(
+    func: Callable[..., dict[str, Any]],
+    opts: object,
+    as_json: bool,
+    render: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run an evaluation with a progress bar (none for --json), then print its result."""
     with _Bar() as bar:
-        result = evaluate_lm(opts, progress=None if as_json else bar)
+        result = func(opts, progress=None if as_json else bar)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-        return
-    _render_lm(result)
+    else:
+        render(result)
+
+
+def _title(command: str, r: dict[str, Any]) -> None:
+    step = f" (step {r['step']:,})" if r["step"] is not None else ""
+    console.print(f"[bold]{command}[/] · {r['checkpoint']}{step}", highlight=False)
 
 
 def _render_lm(r: dict[str, Any]) -> None:
-    step = f" (step {r['step']:,})" if r["step"] is not None else ""
-    console.print(f"[bold]genos eval[/] · {r['checkpoint']}{step}", highlight=False)
+    _title("genos eval", r)
     console.print(
         f"data: {', '.join(r['data'])} — {r['bases']:,} bases, {r['tokens']:,} tokens, "
         f"{r['windows']:,} windows of {r['context']} tokens (stride {r['stride']})",
@@ -223,17 +238,11 @@ def probe(
         seed=seed,
         device=device,
     )
-    with _Bar() as bar:
-        result = run_probe(opts, progress=None if as_json else bar)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    _render_probe(result)
+    _run(run_probe, opts, as_json, _render_probe)
 
 
 def _render_probe(r: dict[str, Any]) -> None:
-    step = f" (step {r['step']:,})" if r["step"] is not None else ""
-    console.print(f"[bold]genos eval probe[/] · {r['checkpoint']}{step}", highlight=False)
+    _title("genos eval probe", r)
     sizes = ", ".join(
         f"{c} {r['sequences']['train'][i]:,}/{r['sequences']['test'][i]:,}"
         for i, c in enumerate(r["classes"])

@@ -41,6 +41,11 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def _load(path: Path, device_name: str | None) -> tuple[torch.device, checkpoints.LoadedCheckpoint]:
+    device = pick_device(device_name)
+    return device, checkpoints.load(path, device)
+
+
 @dataclass
 class LMOptions:
     checkpoint: Path
@@ -76,8 +81,7 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
         raise GenosError(f"--batch-size must be at least 1, got {opts.batch_size}")
     if not 0 <= opts.markov_order <= MAX_ORDER:
         raise GenosError(f"--markov-order must be in [0, {MAX_ORDER}], got {opts.markov_order}")
-    device = pick_device(opts.device)
-    ckpt = checkpoints.load(opts.checkpoint, device)
+    device, ckpt = _load(opts.checkpoint, opts.device)
     context = ckpt.config.model.max_seq_length
     if opts.stride is not None and not 1 <= opts.stride <= context:
         raise GenosError(f"--stride must be in [1, {context}] (the context), got {opts.stride}")
@@ -212,8 +216,7 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
         empty = [c for i, c in enumerate(train.classes) if i not in present]
         if empty:
             raise GenosError(f"class {empty[0]!r} has no {split} sequences")
-    device = pick_device(opts.device)
-    ckpt = checkpoints.load(opts.checkpoint, device)
+    device, ckpt = _load(opts.checkpoint, opts.device)
     layers = ckpt.config.model.num_layers
     if opts.layer is not None and not 0 <= opts.layer <= layers:
         raise GenosError(f"--layer must be in [0, {layers}], got {opts.layer}")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genos_cli.errors import GenosError
+from genos_cli.jsonfile import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -308,10 +309,7 @@ def _read_hf_config(hf_dir: Path) -> MixtralConfig:
     file = hf_dir / "config.json"
     if not file.is_file():
         raise GenosError(f"{hf_dir} has no config.json: it is not a Hugging Face model directory")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenosError(f"{file} is not readable JSON ({exc})") from None
+    raw = read_json(file)
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
     if model_type != "mixtral":
         raise GenosError(

@@ -24,7 +24,6 @@ docs/training-data.md.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 from genos_cli.data.indexed import IndexedDataset, bin_path, idx_path
 from genos_cli.data.pipeline import output_prefixes
 from genos_cli.errors import GenosError
+from genos_cli.jsonfile import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -409,10 +409,7 @@ def load_data_manifest(path: PathLike) -> dict[str, Any]:
     manifest = Path(path) if str(path).endswith(".json") else Path(f"{path}.json")
     if not manifest.is_file():
         raise GenosError(f"{manifest} does not exist (expected the manifest of genos preprocess)")
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenosError(f"{manifest} is not a readable JSON manifest ({exc})") from None
+    data = read_json(manifest)
     tok = data.get("tokenizer") if isinstance(data, dict) else None
     outputs = data.get("outputs") if isinstance(data, dict) else None
     keys = ("kind", "fingerprint", "vocab_size", "eod_id")

@@ -11,27 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:  # None or NaN
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s"
-
-
-def _balance(load: list[list[float]] | None) -> str:
-    """Per-layer max/mean expert load (1.00 = perfectly balanced)."""
-    if not load:
-        return "-"
-    ratios = [max(layer) / (sum(layer) / len(layer)) for layer in load if sum(layer) > 0]
-    return " ".join(f"{r:.2f}" for r in ratios)
+from genos_cli.metrics.dashboard import duration, expert_balance, format_balance
 
 
 def format_line(rec: dict[str, Any]) -> str:
@@ -42,7 +22,7 @@ def format_line(rec: dict[str, Any]) -> str:
         f"(lm {rec['lm_loss']:.4f} aux {rec['aux_loss']:.4f}) lr {rec['lr']:.2e} "
         f"{rec['tokens_per_s']:,.0f} tok/s "
         f"mfu {'-' if mfu is None else f'{100 * mfu:.1f}%'} "
-        f"mem {rec['mem_peak_mb']:,.0f} MB eta {_duration(rec.get('eta_s'))}"
+        f"mem {rec['mem_peak_mb']:,.0f} MB eta {duration(rec.get('eta_s'))}"
     )
 
 
@@ -119,10 +99,10 @@ class TrainingView:
                 f"{rec['mem_current_mb']:,.0f} MB (peak {rec['mem_peak_mb']:,.0f} MB)"
                 + ("" if gpu is None else f"   GPU {gpu:.0f}%"),
             )
-            table.add_row("expert balance", _balance(rec.get("expert_load")))
+            table.add_row("expert balance", format_balance(expert_balance(rec.get("expert_load"))))
             table.add_row(
                 "time",
-                f"elapsed {_duration(rec.get('elapsed_s'))}   ETA {_duration(rec.get('eta_s'))}",
+                f"elapsed {duration(rec.get('elapsed_s'))}   ETA {duration(rec.get('eta_s'))}",
             )
         if self.last_eval is not None:
             ev = self.last_eval
