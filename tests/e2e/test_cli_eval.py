@@ -72,6 +72,10 @@ def test_eval_on_the_validation_split_with_baselines(trained: dict[str, Path]) -
     )
     assert direct["bits_per_base"] == pytest.approx(r["bits_per_base"], rel=1e-9)
     assert direct["bases"] == r["bases"] and direct["baselines"][0]["name"] == "uniform"
+    # Without --data: the validation split of the run's own data, as the checkpoint records.
+    own = _eval_json(trained["run"], "--no-markov")
+    assert own["bits_per_base"] == pytest.approx(r["bits_per_base"], rel=1e-9)
+    assert own["data"] == [str(Path(f"{trained['data']}_val_text_document").resolve())]
 
 
 def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice: Path) -> None:

@@ -83,13 +83,14 @@ class _Bar:
 def lm(
     checkpoint: CheckpointArg,
     data: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             help="Held-out data: FASTA/text files or directories, a `genos preprocess` prefix "
-            "(its validation split) or a .bin/.idx prefix; repeatable.",
+            "(its validation split) or a .bin/.idx prefix; repeatable (default: the "
+            "validation split of the checkpoint's own training data).",
             show_default=False,
         ),
-    ],
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     stride: Annotated[
         int | None,
@@ -118,7 +119,7 @@ def lm(
 
     opts = LMOptions(
         checkpoint=checkpoint,
-        data=list(data),
+        data=list(data) if data else None,
         batch_size=batch_size,
         stride=stride,
         markov_order=markov_order,

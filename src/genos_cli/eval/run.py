@@ -49,7 +49,7 @@ def _load(path: Path, device_name: str | None) -> tuple[torch.device, checkpoint
 @dataclass
 class LMOptions:
     checkpoint: Path
-    data: list[Path]
+    data: list[Path] | None  # None: the validation split the checkpoint records
     batch_size: int = 8
     stride: int | None = None
     markov_order: int = DEFAULT_ORDER
@@ -72,6 +72,20 @@ def _markov_sources(opts: LMOptions, ckpt: checkpoints.LoadedCheckpoint) -> list
     return recorded
 
 
+def _recorded_validation_data(ckpt: checkpoints.LoadedCheckpoint) -> list[Path]:
+    """The validation split of the run's own data, as the checkpoint records it."""
+    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("val", [])]
+    if not recorded:
+        raise GenosError(
+            f"{ckpt.path} records no validation data (its run had none, or it predates "
+            "genos recording it); pass --data"
+        )
+    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
+    if missing:
+        raise GenosError(f"the run's validation data {missing[0]} is gone; pass --data")
+    return recorded
+
+
 def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, Any]:
     from genos_cli.eval.data import token_documents
     from genos_cli.eval.lm import ExpertUsage, evaluate_model, fit_markov, markov_bits
@@ -86,7 +100,8 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
     if opts.stride is not None and not 1 <= opts.stride <= context:
         raise GenosError(f"--stride must be in [1, {context}] (the context), got {opts.stride}")
     table = PieceTable.of(ckpt.tokenizer)
-    with token_documents(opts.data, ckpt) as docs:
+    data = opts.data or _recorded_validation_data(ckpt)
+    with token_documents(data, ckpt) as docs:
         if docs.tokens.size < 2:
             raise GenosError("the evaluation data holds fewer than two tokens")
         result = evaluate_model(
@@ -135,7 +150,7 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
     return {
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
-        "data": [str(p) for p in opts.data],
+        "data": [str(p) for p in data],
         "device": str(device),
         "tokens": result.tokens,
         "bases": result.bases,
