@@ -126,6 +126,19 @@ def test_bad_input(trained: dict[str, Path], tmp_path: Path, saureus_slice: Path
     tsv = tmp_path / "bad.tsv"
     tsv.write_text("ACGTACGT\tup\nACGT\n")
     assert_user_error(genos("eval", "probe", run, "--train-tsv", tsv, "--test-tsv", tsv), "line 2")
+    assert_user_error(genos("eval", run, "--data", tmp_path / "held_out.fa"), "does not exist")
+    one_class = tmp_path / "one.tsv"
+    one_class.write_text("ACGTACGT\tup\nACGTTT\tup\n")
+    assert_user_error(
+        genos("eval", "probe", run, "--train-tsv", one_class, "--test-tsv", one_class),
+        "at least two classes",
+    )
+    tiny = tmp_path / "tiny.tsv"
+    tiny.write_text("ACGTACGT\tup\nACGTTT\tdown\nACGGGT\tdown\n")
+    assert_user_error(
+        genos("eval", "probe", run, "--train-tsv", tiny, "--test-tsv", tiny),
+        "class 'up' has only one training sequence",
+    )
     only_n = tmp_path / "n.fa"
     only_n.write_text(">x\nNNNNNNNN\n")
     assert_user_error(

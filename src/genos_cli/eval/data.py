@@ -113,6 +113,11 @@ def token_documents(
     for path in paths:
         if path in sequence_files:
             continue
+        if not any(Path(f"{path}{ext}").exists() for ext in ("", ".json", ".bin", ".idx")):
+            raise GenosError(
+                f"{path} does not exist (expected a FASTA/text file, a directory of them, "
+                "or a data prefix)"
+            )
         spec = resolve_data(path)
         _check_tokenizer(str(path), spec.tokenizer, ckpt)
         prefixes += list(spec.train if split == "train" else (spec.val or spec.train))

@@ -189,7 +189,7 @@ class ProbeScores:
 
 def fit_and_score(
     name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    seed: int = 0,
+    seed: int = 0, folds: int = 5,
 ) -> ProbeScores:  # fmt: skip
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -202,7 +202,7 @@ def fit_and_score(
     search = GridSearchCV(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
         {"logisticregression__C": np.logspace(-4, 2, 7).tolist()},
-        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
         scoring="accuracy",
     )
     search.fit(x_train, y_train)

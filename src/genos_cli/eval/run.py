@@ -231,6 +231,16 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
         empty = [c for i, c in enumerate(train.classes) if i not in present]
         if empty:
             raise GenosError(f"class {empty[0]!r} has no {split} sequences")
+    if len(train.classes) < 2:
+        raise GenosError("a probe needs at least two classes; the training data has one")
+    per_class = np.bincount(train.labels, minlength=len(train.classes))
+    if per_class.min() < 2:
+        smallest = train.classes[int(per_class.argmin())]
+        raise GenosError(
+            f"class {smallest!r} has only one training sequence; cross-validation needs at "
+            "least 2 per class"
+        )
+    folds = int(min(5, per_class.min()))  # stratified folds need members of every class
     device, ckpt = _load(opts.checkpoint, opts.device)
     layers = ckpt.config.model.num_layers
     if opts.layer is not None and not 0 <= opts.layer <= layers:
@@ -257,6 +267,7 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
             x["test"],
             test.labels,
             opts.seed,
+            folds,
         ),
         fit_and_score(
             f"{opts.kmer}-mer frequencies",
@@ -265,6 +276,7 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
             kmer_frequencies(test.sequences, opts.kmer),
             test.labels,
             opts.seed,
+            folds,
         ),
     ]
     counts = {
