@@ -270,7 +270,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
     assert_user_error(
         genos("metrics", "plot", real_run, "--out", tmp_path / "x.png"),
-        "needs matplotlib: pip install 'genos[plot]'",
+        "needs the matplotlib package: pip install 'genos[plot]'",
     )
     assert not (tmp_path / "x.png").exists()
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from genos_cli import extras
 from genos_cli.data.fasta import BLOCK_SIZE, RECORD_BREAK, ReadStats, normalise_sequence
 from genos_cli.errors import GenosError
 
@@ -41,12 +42,7 @@ class HFDatasetSpec:
 
 def open_dataset(spec: HFDatasetSpec) -> Iterable[dict[str, Any]]:
     """The rows of the dataset, streamed."""
-    try:
-        import datasets
-    except ImportError:
-        raise GenosError(
-            "--hf-dataset needs the datasets package: pip install 'genos[hub]'"
-        ) from None
+    (datasets,) = extras.require("hub")
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     try:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genos_cli import extras
 from genos_cli.errors import GenosError
 from genos_cli.jsonfile import read_json
 
@@ -52,13 +53,7 @@ _SP_NORMAL, _SP_UNIGRAM, _SP_BPE = 1, 1, 2  # ModelProto piece type NORMAL; mode
 
 def require_transformers() -> None:
     """One clear sentence instead of an ImportError when the `hf` extra is missing."""
-    try:
-        import tokenizers  # noqa: F401
-        import transformers
-    except ImportError:
-        raise GenosError(
-            "Hugging Face export needs the transformers package: pip install 'genos[hf]'"
-        ) from None
+    transformers, _ = extras.require("hf")
     # Their progress bars and notes would interleave with genos's own output.
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

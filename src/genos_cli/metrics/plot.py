@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from genos_cli import extras
 from genos_cli.atomic import atomic_write
 from genos_cli.errors import GenosError
 from genos_cli.metrics.dashboard import expert_balance
@@ -19,10 +20,7 @@ PANELS = ("loss", "val bits/base", "tokens/s", "MFU (%)", "expert load: max/mean
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
-    try:
-        import matplotlib
-    except ImportError:
-        raise GenosError("genos metrics plot needs matplotlib: pip install 'genos[plot]'") from None
+    (matplotlib,) = extras.require("plot")
     matplotlib.use("Agg")  # no display needed; must precede the pyplot import
     import matplotlib.pyplot as plt
 

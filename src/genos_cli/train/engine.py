@@ -618,10 +618,9 @@ def maybe_wandb(plan: TrainPlan, is_main: bool) -> Any:
     """A Weights & Biases run logging the same records as training_log.jsonl, on rank 0."""
     if not plan.wandb_project or not is_main:
         return None
-    try:
-        import wandb
-    except ImportError:
-        raise GenosError("--wandb-project needs the wandb package: pip install wandb") from None
+    from genos_cli import extras
+
+    (wandb,) = extras.require("wandb")
     return wandb.init(
         project=plan.wandb_project,
         name=plan.config.name,

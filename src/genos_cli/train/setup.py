@@ -7,7 +7,6 @@ tokenizer, an output directory that already holds a run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genos_cli import extras
 from genos_cli.config import GenosConfig, load_config
 from genos_cli.errors import GenosError
 from genos_cli.train.plan import PLAN_NAME, TrainPlan, launch_command, shell_line, total_steps
@@ -131,8 +131,8 @@ def build_plan(opts: TrainOptions, *, dry_run: bool = False) -> TrainPlan:
     from genos_cli.train.data import check_tokenizer_matches, check_vocab_fits, resolve_data
 
     cfg = _config(opts)
-    if opts.wandb_project and importlib.util.find_spec("wandb") is None:
-        raise GenosError("--wandb-project needs the wandb package: pip install wandb")
+    if opts.wandb_project:
+        extras.check("wandb")
     tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
 
     data_paths: list[Path | str] = list(opts.data_paths or cfg.data.train_data_paths)
