@@ -50,7 +50,7 @@ def hf_forward_tokens_per_s(checkpoint: Path, fasta: Path, batch: int) -> float:
     import torch
     from transformers import MixtralForCausalLM
 
-    from genos_cli import checkpoints
+    from genos_cli import checkpoint as checkpoints
     from genos_cli.interop.mixtral import to_hf_state_dict, to_mixtral_config
 
     ckpt = checkpoints.load(checkpoint)

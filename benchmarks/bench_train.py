@@ -54,10 +54,11 @@ def bare_loop(prefix: Path, micro: int, steps: int, compile: bool) -> dict[str, 
     import torch
 
     from genos_cli.config import load_config
+    from genos_cli.data.packed import PackedTokenDataset
     from genos_cli.model import build_model
-    from genos_cli.train.data import PackedTokenDataset, ShardedBatches
-    from genos_cli.train.engine import param_groups
+    from genos_cli.train.batches import ShardedBatches
     from genos_cli.train.plan import TrainPlan
+    from genos_cli.train.runtime import param_groups
     from genos_cli.train.schedule import cosine_lr
     from genos_cli.train.trainer import seed_everything
 

@@ -21,7 +21,7 @@ def make_checkpoint(directory: Path, *, nucleotide: bool = False, seed: int = 0)
     tokenizer.model for BPE) holding a tiny model with random, non-trivial weights."""
     import torch
 
-    from genos_cli.checkpoints import write_consolidated
+    from genos_cli.checkpoint import write_consolidated
     from genos_cli.config import load_config
     from genos_cli.data.tokenizers import load_tokenizer
     from genos_cli.model import build_model

@@ -22,7 +22,7 @@ from genos_cli.model.losses import load_balancing_loss
 from genos_cli.model.moe import MoELayer, route, router_logits
 
 deepspeed = pytest.importorskip("deepspeed")
-from genos_cli.train import engine  # noqa: E402  (imports deepspeed)
+from genos_cli.train import expert_parallel as engine  # noqa: E402  (imports deepspeed)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genos_cli.checkpoints import load
+from genos_cli.checkpoint import load
 from genos_cli.data.fasta import read_acgt_runs
 from tests.helpers import genos
 from tests.tiny_checkpoint import make_checkpoint

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from tests.e2e.test_cli_train import TINY
+from tests.cli.test_train import TINY
 from tests.helpers import genos
 
 # Set by an in-process training run (torch.distributed's rendezvous); a child process that
@@ -81,10 +81,12 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def log_records(run: Path, kind: str = "train") -> list[dict]:
-    from genos_cli.train.records import read_log
+    from genos_cli.telemetry.records import read_log
 
     path = run / "training_log.jsonl"
-    return [r for r in read_log(path) if r["type"] == kind] if path.is_file() else []
+    if not path.is_file():
+        return []
+    return [r.model_dump(mode="json") for r in read_log(path) if r.type == kind]
 
 
 @pytest.fixture(scope="session")

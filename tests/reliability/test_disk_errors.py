@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from genos_cli.checkpoints import latest
-from genos_cli.checkpoints import load as load_checkpoint
+from genos_cli.checkpoint import latest
+from genos_cli.checkpoint import load as load_checkpoint
 from tests.helpers import assert_user_error, genos
 from tests.reliability.conftest import (
     TINY,
@@ -26,19 +26,19 @@ from tests.reliability.conftest import (
 def _fill_disk_at_second_save(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without root (no tmpfs to fill): DeepSpeed's save of the second checkpoint writes part
     of a file and fails as a full disk does."""
-    from genos_cli.train import engine
+    from genos_cli.train.runtime import Runtime
 
-    save, calls = engine.save_checkpoint, []
+    save, calls = Runtime.save_shards, []
 
-    def save_until_full(eng, directory, tag, client_state):  # type: ignore[no-untyped-def]
+    def save_until_full(runtime, directory, tag, client_state):  # type: ignore[no-untyped-def]
         calls.append(tag)
         if len(calls) < 2:
-            return save(eng, directory, tag, client_state)
+            return save(runtime, directory, tag, client_state)
         (directory / tag).mkdir(parents=True, exist_ok=True)
         (directory / tag / "mp_rank_00_model_states.pt").write_bytes(bytes(4096))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine, "save_checkpoint", save_until_full)
+    monkeypatch.setattr(Runtime, "save_shards", save_until_full)
 
 
 def test_disk_full_at_a_save_then_read_only_then_resume(

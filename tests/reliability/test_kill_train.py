@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from genos_cli.checkpoints import latest, resolve
+from genos_cli.checkpoint import latest, resolve
 from tests.reliability.conftest import (
     RUN,
     kill,
@@ -54,21 +54,21 @@ HANG_IN_SAVE = r"""
 import sys, time
 from pathlib import Path
 from genos_cli.atomic import temp_beside
-from genos_cli.train import checkpoint
+from genos_cli.checkpoint import training
 
 step, marker = int(sys.argv[1]), Path(sys.argv[2])
-write = checkpoint._write_consolidated
+write = training.write_consolidated
 
-def write_half_then_hang(directory, state_dict, plan, meta, tokenizer):
+def write_half_then_hang(directory, state_dict, config, tokenizer, meta):
     if meta["step"] != step:
-        return write(directory, state_dict, plan, meta, tokenizer)
+        return write(directory, state_dict, config, tokenizer, meta)
     with temp_beside(directory / "model.safetensors") as fh:
         fh.write(bytes(100_000))
         fh.flush()
         marker.write_text(str(directory))
         time.sleep(600)
 
-checkpoint._write_consolidated = write_half_then_hang
+training.write_consolidated = write_half_then_hang
 from genos_cli.cli.app import main
 sys.argv = ["genos", *sys.argv[3:]]
 main()

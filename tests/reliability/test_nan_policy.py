@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from genos_cli.config import parse_overrides
 from genos_cli.train import trainer as trainer_module
-from genos_cli.train.setup import TrainOptions, build_plan
+from genos_cli.train.plan import TrainOptions, build_plan
 from genos_cli.train.trainer import Trainer
 from tests.helpers import genos
 from tests.reliability.conftest import TINY, assert_train_error, latest_tag, log_records
@@ -71,7 +71,7 @@ def _trainer(run: Path, data: Path, **training: Any) -> Trainer:
 
 def _snapshot(t: Trainer) -> list[torch.Tensor]:
     """Weights and every optimizer tensor (Adam's moments, ZeRO's fp32 partitions)."""
-    tensors = [p.detach().clone() for p in t.engine.module.parameters()]
+    tensors = [p.detach().clone() for p in t.runtime.module.parameters()]
 
     def walk(obj: Any) -> None:
         if isinstance(obj, torch.Tensor):
@@ -83,7 +83,7 @@ def _snapshot(t: Trainer) -> list[torch.Tensor]:
             for value in obj:
                 walk(value)
 
-    walk(t.engine.optimizer.state_dict())
+    walk(t.runtime.optimizer.state_dict())
     return tensors
 
 
@@ -98,11 +98,11 @@ def test_skip_drops_exactly_the_bad_step(
     t.train_step()
     t.step += 1
     before = _snapshot(t)
-    poison = t.engine.module.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
+    poison = t.runtime.module.lm_head.register_forward_hook(lambda m, i, out: out * float("nan"))
     metrics = t.train_step()
     poison.remove()
     t.step += 1
-    assert metrics["skipped"]
+    assert metrics.skipped
     after = _snapshot(t)
     assert len(after) == len(before)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from genos_cli.train.engine import weights_only_load
+from genos_cli.train.runtime import weights_only_load
 from tests.helpers import genos
 from tests.reliability.conftest import RUN, assert_train_error
 

@@ -57,9 +57,9 @@ def watch(
     step, loss and its sparkline, tokens/s, MFU, memory, expert balance, ETA, validation,
     read from its training_log.jsonl as it grows. Ctrl-C exits.
     """
-    from genos_cli.metrics.system import open_gpu_sampler
     from genos_cli.metrics.watch import Watcher
     from genos_cli.metrics.watch import watch as run_watch
+    from genos_cli.telemetry.system import open_gpu_sampler
 
     peak = _peak_flops(peak_tflops)
     if not interval > 0:
@@ -144,13 +144,13 @@ def peak(
     """
     import torch
 
-    from genos_cli.metrics.peak import (
+    from genos_cli.telemetry.peak import (
         cached_cpu_peak_flops,
         cpu_peak_cache_file,
         cpu_peak_flops,
         gpu_peak_entry,
     )
-    from genos_cli.metrics.system import open_gpu_sampler
+    from genos_cli.telemetry.system import open_gpu_sampler
 
     threads = threads or torch.get_num_threads()
     if threads < 1:

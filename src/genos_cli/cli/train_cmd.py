@@ -130,7 +130,8 @@ def train(
 ) -> None:
     """Train a Genos Mixture-of-Experts DNA language model (DeepSpeed; CPU or GPUs)."""
     from genos_cli.config import config_to_yaml, parse_overrides
-    from genos_cli.train.setup import TrainOptions, build_plan, describe, dump_json, launch
+    from genos_cli.train.launch import describe, dump_json, launch
+    from genos_cli.train.plan import TrainOptions, build_plan
 
     overrides: dict[str, Any] = parse_overrides(set_ or [])
     flag_settings = {
@@ -198,7 +199,7 @@ def train(
 def _megatron(plan: Any, *, dry_run: bool, megatron_path: Path | None) -> None:
     """--engine megatron: print or run the Megatron-LM command of the plan."""
     from genos_cli.errors import GenosError
-    from genos_cli.interop import megatron
+    from genos_cli.train import megatron
 
     cmd, script = megatron.plan_command(plan, megatron_path)
     if dry_run:

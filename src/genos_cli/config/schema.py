@@ -1,7 +1,7 @@
 """The typed run configuration: one pydantic model per concern, each checking itself.
 
 Field descriptions are the documentation: `genos config show` prints them as YAML comments
-and docs/config.md is generated from them (tests/unit/test_config.py keeps it in sync).
+and docs/config.md is generated from them (tests/config/test_config.py keeps it in sync).
 Cross-field checks collect every problem they find and raise them together, one per line,
 so a user fixing a config sees all of them at once.
 """
@@ -15,11 +15,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Token ids are written to Megatron .bin files as uint16 (as nanoGPT and Megatron-LM do for
-# vocabularies under 65536), so no tokenizer or embedding may be larger than this.
-MAX_VOCAB_SIZE = 2**16
+from genos_cli.data.vocab import MAX_VOCAB_SIZE, NUCLEOTIDE_VOCAB_SIZE
 
-NUCLEOTIDE_VOCAB_SIZE = 16  # A C G T N + specials; fixed by the nucleotide tokenizer
+MAX_NAN_SKIPS = 10  # with on_nan: skip, this many skipped steps in a row stop the run
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -280,8 +278,8 @@ class TrainingConfig(_Section):
     on_nan: Literal["stop", "skip"] = Field(
         default="stop",
         description="A non-finite loss or gradient: 'stop' ends the run with an error naming "
-        "the step; 'skip' drops that step's update, logs a warning and goes on (10 skipped "
-        "steps in a row stop the run). Nothing non-finite is ever saved.",
+        f"the step; 'skip' drops that step's update, logs a warning and goes on ({MAX_NAN_SKIPS} "
+        "skipped steps in a row stop the run). Nothing non-finite is ever saved.",
     )
 
     @field_validator("zero_stage", mode="before")

@@ -34,6 +34,7 @@ from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
 from genos_cli.data.indexed import IndexedDatasetWriter, bin_path, idx_path
 from genos_cli.data.sources import expand_inputs
 from genos_cli.data.tokenizers import DNATokenizer, load_tokenizer
+from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.data.windows import WindowBatch, Windower, WindowSpec, WindowStats
 from genos_cli.errors import GenosError
 
@@ -276,7 +277,7 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
     settings = the_plan.settings
     start = time.perf_counter()
     tokenizer = load_tokenizer(settings.tokenizer_kind, settings.tokenizer_model)
-    if tokenizer.vocab_size > 65536:
+    if tokenizer.vocab_size > MAX_VOCAB_SIZE:
         raise GenosError("the tokenizer's vocabulary does not fit uint16 Megatron data")
     read_stats = ReadStats()
     windower = Windower(

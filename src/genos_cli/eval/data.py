@@ -15,53 +15,21 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from genos_cli.checkpoints import TOKENIZER_FILE, LoadedCheckpoint
-from genos_cli.data.indexed import IndexedDataset
+from genos_cli.checkpoint import TOKENIZER_FILE, LoadedCheckpoint
+from genos_cli.data.documents import TokenDocuments, read_documents
 from genos_cli.errors import GenosError
 
 if TYPE_CHECKING:
-    from genos_cli.train.data import TokenizerInfo
+    from genos_cli.data.prepared import TokenizerInfo
 
 _DATA_SUFFIXES = (".bin", ".idx", ".json")
 
 
-@dataclass
-class TokenDocuments:
-    """Documents back to back: `tokens` (N,) and the document of every token (N,)."""
-
-    tokens: np.ndarray  # (N,) int64
-    doc_of_token: np.ndarray  # (N,) int64
-    sources: list[str]
-
-    @property
-    def num_documents(self) -> int:
-        return int(self.doc_of_token[-1]) + 1 if self.doc_of_token.size else 0
-
-
 def _is_sequence_input(path: Path) -> bool:
     return path.is_dir() or (path.is_file() and path.suffix not in _DATA_SUFFIXES)
-
-
-def _read_prefixes(prefixes: Sequence[Path]) -> TokenDocuments:
-    from genos_cli.train.data import _document_spans
-
-    tokens, docs = [], []
-    offset = 0
-    for prefix in prefixes:
-        ds = IndexedDataset(prefix)
-        _, lengths = _document_spans(ds)  # checks the documents lie back to back
-        tokens.append(np.asarray(ds.tokens, np.int64))
-        docs.append(np.repeat(np.arange(offset, offset + lengths.size), lengths))
-        offset += lengths.size
-    if not tokens:
-        raise GenosError(f"{', '.join(map(str, prefixes))} holds no documents")
-    return TokenDocuments(np.concatenate(tokens), np.concatenate(docs), [str(p) for p in prefixes])
 
 
 def _check_tokenizer(source: str, info: TokenizerInfo | None, ckpt: LoadedCheckpoint) -> None:
@@ -104,7 +72,7 @@ def token_documents(
 ) -> Iterator[TokenDocuments]:
     """The documents `paths` name (see the module doc), tokenized for `ckpt`. Of a data set
     with a train/val split, `split` is read ("val" to evaluate, "train" to fit baselines)."""
-    from genos_cli.train.data import resolve_data
+    from genos_cli.data.prepared import resolve_data
 
     if not paths:
         raise GenosError("no --data given")
@@ -124,7 +92,7 @@ def token_documents(
     with tempfile.TemporaryDirectory(prefix="genos-eval-") as tmp:
         if sequence_files:
             prefixes.append(_preprocess(sequence_files, ckpt, Path(tmp)))
-        documents = _read_prefixes(prefixes)
+        documents = read_documents(prefixes)
         documents.sources = [str(p) for p in paths]
         vocab = ckpt.config.model.vocab_size
         if documents.tokens.size and int(documents.tokens.max()) >= vocab:

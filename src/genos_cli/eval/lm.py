@@ -1,12 +1,8 @@
 """Language-model quality of a checkpoint: loss, perplexity and bits per base, next to a
 uniform guess and an order-k Markov model scored on exactly the same bases.
 
-Windows: the documents are read back to back (as training packs them, end-of-document ids
-included) and cut into windows of the model's full context, T tokens. Window w starts at
-w * stride and scores only the tokens no earlier window scored, so every token but the very
-first is predicted exactly once: with stride = T (the default) windows do not overlap and
-a token sees the tokens before it in its window; with a smaller stride each scored token
-sees at least T - stride tokens of context, for T / stride times the compute.
+The model scores the documents in the windows of `genos_cli.data.score_windows` (every token
+but the very first predicted once); bases are counted by the rule of `genos_cli.data.bases`.
 """
 
 from __future__ import annotations
@@ -18,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from genos_cli.eval.bases import PieceTable
-from genos_cli.eval.data import TokenDocuments
+from genos_cli.data.bases import PieceTable, bits_per_base
+from genos_cli.data.documents import TokenDocuments
+from genos_cli.data.score_windows import IGNORE_INDEX, window_batches
 from genos_cli.eval.markov import MarkovModel, positions_in_documents
 from genos_cli.model import GenosForCausalLM
+from genos_cli.model.losses import nll_sums
 
-IGNORE = -100
 ProgressCallback = Callable[[int, int], None]  # (tokens scored so far, tokens to score)
 
 
@@ -51,55 +47,11 @@ class LMEvaluation:
 
     @property
     def bits_per_base(self) -> float:
-        return self.nll_nats / math.log(2) / self.bases if self.bases else float("nan")
+        return bits_per_base(self.nll_nats, self.bases) if self.bases else float("nan")
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_forwarded / self.seconds if self.seconds > 0 else float("nan")
-
-
-def windows(num_tokens: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
-    """(start, length, first scored offset) of each window over a stream of `num_tokens`.
-
-    A window holds inputs tokens[start : start + length] and labels shifted by one; labels
-    before `first scored offset` were scored by an earlier window.
-    """
-    if not 1 <= stride <= context:
-        raise ValueError(f"stride must be in [1, {context}], got {stride}")
-    scored_until = 0  # labels 1..scored_until are done (label i = token i)
-    start = 0
-    while scored_until < num_tokens - 1:
-        length = min(context, num_tokens - 1 - start)
-        first = scored_until - start  # label index start + 1 + first is the next unscored
-        yield start, length, first
-        scored_until = start + length
-        start += stride
-
-
-def _batches(
-    tokens: np.ndarray, context: int, stride: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(input_ids, labels) batches of same-length windows, unscored labels = IGNORE."""
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
-    for start, length, first in windows(tokens.size, context, stride):
-        inputs = tokens[start : start + length]
-        labels = tokens[start + 1 : start + 1 + length].copy()
-        labels[:first] = IGNORE
-        if pending and pending[0][0].size != length:  # the short last window goes alone
-            yield _stack(pending)
-            pending = []
-        pending.append((inputs, labels))
-        if len(pending) == batch_size:
-            yield _stack(pending)
-            pending = []
-    if pending:
-        yield _stack(pending)
-
-
-def _stack(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs = torch.from_numpy(np.stack([r[0] for r in rows]))
-    labels = torch.from_numpy(np.stack([r[1] for r in rows]))
-    return inputs, labels
 
 
 @torch.inference_mode()
@@ -118,36 +70,29 @@ def evaluate_model(
     cfg = model.config
     context = cfg.max_seq_length
     stride = stride or context
-    table = torch.as_tensor(bases_per_token, dtype=torch.float64)
     device = torch.device(device)
-    nll = torch.zeros((), dtype=torch.float64, device=device)
+    table = torch.as_tensor(bases_per_token, dtype=torch.float64, device=device)  # (V,)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bases
     counts = torch.zeros(cfg.num_layers, cfg.num_experts, dtype=torch.float64, device=device)
-    scored = bases = forwarded = n_windows = 0
+    scored = forwarded = n_windows = 0
     total = max(docs.tokens.size - 1, 0)
     t0 = time.perf_counter()
-    for inputs, labels in _batches(docs.tokens, context, stride, batch_size):
-        keep = labels != IGNORE
-        scored += int(keep.sum())
-        bases += int(table[labels[keep]].sum())
+    for inputs, labels in window_batches(docs.tokens, context, stride, batch_size):
+        scored += int((labels != IGNORE_INDEX).sum())  # host-side, for the progress bar
         forwarded += inputs.numel()
         n_windows += inputs.shape[0]
         inputs, labels = inputs.to(device), labels.to(device)
         with torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None):
             out = model(inputs)
-        logits = out.logits.float()  # (B, T, V)
-        nll += F.cross_entropy(
-            logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=IGNORE,
-            reduction="sum",
-        ).double()  # fmt: skip
+        sums += nll_sums(out.logits, labels, table)
         counts += out.expert_counts.double()
         if progress is not None:
             progress(scored, total)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    nll, tokens, bases = sums.tolist()
     return LMEvaluation(
-        tokens=scored,
-        bases=bases,
-        nll_nats=float(nll),
+        tokens=int(tokens),
+        bases=int(bases),
+        nll_nats=nll,
         windows=n_windows,
         context=context,
         stride=stride,

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genos_cli.data.bases import base_codes
 from genos_cli.data.fasta import RECORD_BREAK, ReadStats, SequenceReader
 from genos_cli.data.tokenizers import DNATokenizer
 from genos_cli.errors import GenosError
-from genos_cli.eval.bases import base_codes
 from genos_cli.model import GenosForCausalLM
 
 _NON_ACGT = bytes(b for b in range(256) if b not in b"ACGT")

@@ -12,38 +12,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from genos_cli import checkpoints
+from genos_cli import checkpoint
+from genos_cli.data.bases import PieceTable, bases_per_token
+from genos_cli.device import autocast_dtype as precision_dtype
+from genos_cli.device import pick_device, resolve_precision
 from genos_cli.errors import GenosError
-from genos_cli.eval.bases import PieceTable
 from genos_cli.eval.markov import DEFAULT_CONCENTRATION, DEFAULT_ORDER, MAX_ORDER
 from genos_cli.eval.probe import LabelledSequences
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GenosError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise GenosError(
-            f"--device {name!r} is not a device (expected cpu, cuda or cuda:N)"
-        ) from None
+def _load(path: Path, device_name: str | None) -> tuple[torch.device, checkpoint.LoadedCheckpoint]:
+    device = pick_device(device_name)
+    return device, checkpoint.load(path, device)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on GPUs that have it (as training used), fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def _load(path: Path, device_name: str | None) -> tuple[torch.device, checkpoints.LoadedCheckpoint]:
-    device = pick_device(device_name)
-    return device, checkpoints.load(path, device)
+    """The dtype a checkpoint runs in on `device`: the precision training would pick."""
+    return precision_dtype(resolve_precision("auto", device))
 
 
 @dataclass
@@ -59,7 +46,7 @@ class LMOptions:
     device: str | None = None
 
 
-def _markov_sources(opts: LMOptions, ckpt: checkpoints.LoadedCheckpoint) -> list[Path] | str:
+def _markov_sources(opts: LMOptions, ckpt: checkpoint.LoadedCheckpoint) -> list[Path] | str:
     """Paths to fit the Markov model on, or why there are none."""
     if opts.markov_data:
         return opts.markov_data
@@ -72,7 +59,7 @@ def _markov_sources(opts: LMOptions, ckpt: checkpoints.LoadedCheckpoint) -> list
     return recorded
 
 
-def _recorded_validation_data(ckpt: checkpoints.LoadedCheckpoint) -> list[Path]:
+def _recorded_validation_data(ckpt: checkpoint.LoadedCheckpoint) -> list[Path]:
     """The validation split of the run's own data, as the checkpoint records it."""
     recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("val", [])]
     if not recorded:
@@ -89,7 +76,6 @@ def _recorded_validation_data(ckpt: checkpoints.LoadedCheckpoint) -> list[Path]:
 def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, Any]:
     from genos_cli.eval.data import token_documents
     from genos_cli.eval.lm import ExpertUsage, evaluate_model, fit_markov, markov_bits
-    from genos_cli.train.data import bases_per_token
 
     if opts.batch_size < 1:
         raise GenosError(f"--batch-size must be at least 1, got {opts.batch_size}")

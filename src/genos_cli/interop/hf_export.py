@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import MixtralConfig, PreTrainedTokenizerFast
 
-    from genos_cli.checkpoints import LoadedCheckpoint
+    from genos_cli.checkpoint import LoadedCheckpoint
     from genos_cli.config import GenosConfig
     from genos_cli.data.tokenizers import DNATokenizer
 
@@ -249,7 +249,7 @@ def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> Ex
     from transformers import MixtralForCausalLM
 
     from genos_cli import __version__
-    from genos_cli.checkpoints import load
+    from genos_cli.checkpoint import load
     from genos_cli.interop.mixtral import to_hf_state_dict, to_mixtral_config
 
     _check_destination(out_dir, overwrite)
@@ -419,9 +419,9 @@ def import_hf(
     tokenizer_model: Path | None = None,
 ) -> ImportResult:
     """Write the Mixtral directory `hf_dir` as a genos checkpoint directory that
-    `genos_cli.checkpoints.load` (and so `genos eval`, `genos export hf`) reads."""
+    `genos_cli.checkpoint.load` (and so `genos eval`, `genos export hf`) reads."""
     require_transformers()
-    from genos_cli.checkpoints import write_consolidated
+    from genos_cli.checkpoint import write_consolidated
     from genos_cli.interop.mixtral import from_hf_state_dict, from_mixtral_config
 
     _check_destination(out_dir, overwrite)

@@ -17,11 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genos_cli.errors import GenosError
-
-# Names of the files `genos train` writes into its output directory. Defined here, not
-# imported from genos_cli.train, whose import loads torch: `genos metrics` must start fast.
-LOG_NAME = "training_log.jsonl"
-PLAN_NAME = "run_plan.json"
+from genos_cli.telemetry.records import LOG_NAME, PLAN_NAME
 
 Record = dict[str, Any]
 

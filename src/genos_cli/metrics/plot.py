@@ -14,7 +14,7 @@ from genos_cli.atomic import atomic_write
 from genos_cli.errors import GenosError
 from genos_cli.metrics.dashboard import expert_balance
 from genos_cli.metrics.logs import RunHistory
-from genos_cli.metrics.peak import record_mfu
+from genos_cli.telemetry.peak import record_mfu
 
 PANELS = ("loss", "val bits/base", "tokens/s", "MFU (%)", "expert load: max/mean (layer mean)")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from genos_cli.metrics.dashboard import duration, expert_balance
 from genos_cli.metrics.logs import RunHistory
-from genos_cli.metrics.peak import record_mfu
+from genos_cli.telemetry.peak import record_mfu
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from rich.live import Live
 
 from genos_cli.metrics import dashboard
 from genos_cli.metrics.logs import LogTail, RunHistory, log_path, plan_flops_per_token
-from genos_cli.metrics.system import CpuSampler, GpuSampler
+from genos_cli.telemetry.system import CpuSampler, GpuSampler
 
 # Records kept in memory: enough for the sparkline and the latest figures of a long run.
 HISTORY = 256

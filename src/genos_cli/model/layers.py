@@ -104,7 +104,7 @@ class SwiGLU(nn.Module):
     Weights are stored input-major, `gate_up` (D, 2F) = [W_gate | W_up] and `down` (F, D),
     the same layout as one slice of the stacked experts in `genos_cli.model.moe`, so
     moving weights between the two is indexing, not transposing. DeepSpeed's MoE layer
-    deep-copies this module once per local expert (see `genos_cli.train.engine`).
+    deep-copies this module once per local expert (see `genos_cli.train.expert_parallel`).
     """
 
     def __init__(self, hidden_size: int, ffn_hidden_size: int) -> None:

@@ -1,11 +1,12 @@
-"""The training losses as pure functions: language-model loss and the two router losses."""
+"""The losses as pure functions: language-model loss, the two router losses, and the
+negative log-likelihood accounting behind bits per base."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # label value that contributes no loss (PyTorch's and Hugging Face's)
+from genos_cli.data.score_windows import IGNORE_INDEX
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -20,6 +21,27 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
+
+
+def nll_sums(
+    logits: torch.Tensor, labels: torch.Tensor, bases_per_token: torch.Tensor
+) -> torch.Tensor:
+    """(total NLL in nats, labels scored, bases they spell) as a (3,) float64 tensor on the
+    logits' device, without a host sync: what bits per base is summed from.
+
+    logits: (B, T, V); labels: (B, T) aligned with the logits, `IGNORE_INDEX` = not scored;
+    bases_per_token: (V,) the bases each id spells (`genos_cli.data.bases.bases_per_token`).
+    Training-time validation and `genos eval` both count with this, so they agree.
+    """
+    flat = labels.reshape(-1)
+    scored = flat != IGNORE_INDEX
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )  # fmt: skip
+    table = bases_per_token.to(device=flat.device, dtype=torch.float64)
+    bases = torch.where(scored, table[flat.clamp(min=0)], 0.0).sum()
+    return torch.stack([nll.double(), scored.sum().double(), bases])
 
 
 def load_balancing_loss(

@@ -1,23 +1,25 @@
 """A training run, fully resolved before any work starts: config, data, parallel layout.
 
-The CLI builds a `TrainPlan` from flags and config, checks everything that can be checked
-cheaply (so bad options fail before a model is built), and hands it to the trainer — in this
-process, or as a JSON file to every rank that DeepSpeed's launcher starts.
+`genos train` turns its options (`TrainOptions`) into a `TrainPlan` with `build_plan`, which
+checks everything that can fail cheaply — config errors, batch sizes that do not divide,
+missing data, data made with another tokenizer, an output directory that already holds a
+run — so bad options fail before a model is built or a process started. The plan then goes
+to `genos_cli.train.launch`, and as a JSON file to every rank.
 """
 
 from __future__ import annotations
 
 import math
-import shlex
-import sys
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genos_cli.config.schema import GenosConfig
+from genos_cli import extras
+from genos_cli.config import GenosConfig, load_config
 from genos_cli.errors import GenosError
-
-PLAN_NAME = "run_plan.json"
 
 
 class TrainPlan(BaseModel):
@@ -79,24 +81,193 @@ def total_steps(config: GenosConfig, max_steps: int | None) -> int:
     return math.ceil(config.training.train_tokens / config.tokens_per_step)
 
 
-def launch_command(plan_path: Path, plan: TrainPlan, master_port: int) -> list[str]:
-    """DeepSpeed's launcher starting `num_processes` ranks per node (on every host of the
-    hostfile), each running `python -m genos_cli.train.worker --plan PLAN`."""
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner"]
-    if plan.hostfile is not None:
-        cmd += ["--hostfile", str(plan.hostfile)]
-    cmd += [
-        "--num_gpus",
-        str(plan.num_processes),
-        "--master_port",
-        str(master_port),
-        "--module",
-        "genos_cli.train.worker",
-        "--plan",
-        str(plan_path),
-    ]
-    return cmd
+SMOKE_TEST_STEPS = 10
 
 
-def shell_line(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)
+@dataclass
+class TrainOptions:
+    """What `genos train` was given; None means 'from the config'."""
+
+    size: str | None = None
+    config: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data_paths: list[Path] = field(default_factory=list)
+    val_data_paths: list[Path] = field(default_factory=list)
+    output_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    tokenizer_model: Path | None = None
+    nucleotide_tokenizer: bool = False
+    num_processes: int | None = None
+    hostfile: Path | None = None
+    max_steps: int | None = None
+    resume: bool = False
+    stop_after: int | None = None
+    smoke_test: bool = False
+    wandb_project: str | None = None
+    compile: bool | None = None
+    peak_tflops: float | None = None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genos"
+
+
+def hosts(hostfile: Path | None) -> int:
+    if hostfile is None:
+        return 1
+    if not hostfile.is_file():
+        raise GenosError(f"hostfile {hostfile} does not exist")
+    lines = [ln.split("#")[0].strip() for ln in hostfile.read_text().splitlines()]
+    hosts = [ln for ln in lines if ln]
+    if not hosts:
+        raise GenosError(
+            f"hostfile {hostfile} lists no hosts (expected lines like 'node1 slots=8')"
+        )
+    return len(hosts)
+
+
+def _config(opts: TrainOptions) -> GenosConfig:
+    overrides = dict(opts.overrides)
+    if opts.nucleotide_tokenizer and opts.tokenizer_model is not None:
+        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
+    if opts.nucleotide_tokenizer:
+        overrides.update({"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16})
+    elif opts.tokenizer_model is not None:
+        overrides.update(
+            {"tokenizer.kind": "bpe", "tokenizer.model_path": str(opts.tokenizer_model)}
+        )
+    if opts.smoke_test:
+        # Ten optimizer steps, one micro-batch each, with logging, evaluation and a save.
+        cfg = load_config(opts.size, opts.config, overrides)
+        micro = cfg.training.micro_batch_size
+        overrides.update(
+            {
+                "training.global_batch_size": micro
+                * max(1, opts.num_processes or 1)
+                * hosts(opts.hostfile),
+                "training.log_interval": 1,
+                "training.eval_interval": SMOKE_TEST_STEPS,
+                "training.save_interval": SMOKE_TEST_STEPS,
+                "training.warmup_steps": 2,
+            }
+        )
+    return load_config(opts.size, opts.config, overrides)
+
+
+def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
+    """The embedded E. coli genome prepared with this run's tokenizer, cached."""
+    from genos_cli.data.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
+    d = cfg.data
+    key = (
+        f"ecoli-{tok.kind}-{tok.fingerprint().split(':')[-1][:12]}-{d.sequence_length_bp}"
+        f"-{d.effective_stride_bp}-{d.effective_min_length_bp}-v{d.val_ratio}-s{d.split_seed}"
+    )
+    prefix = cache_root() / "data" / key / "ecoli"
+    if prepare and not Path(f"{prefix}.json").is_file():
+        from genos_cli.data.pipeline import PreprocessSettings, plan, run
+        from genos_cli.data.sources import default_genome_path
+        from genos_cli.data.windows import WindowSpec
+
+        settings = PreprocessSettings(
+            inputs=(default_genome_path(),),
+            output_prefix=prefix,
+            tokenizer_kind=cfg.tokenizer.kind,
+            tokenizer_model=cfg.tokenizer.model_path,
+            window=WindowSpec(
+                d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp
+            ),
+            val_ratio=d.val_ratio,
+            split_seed=d.split_seed,
+            append_eod=d.append_eod,
+            workers=1,
+            overwrite=True,
+        )
+        run(plan(settings))
+    return prefix
+
+
+def build_plan(opts: TrainOptions, *, dry_run: bool = False) -> TrainPlan:
+    from genos_cli.data.prepared import check_tokenizer_matches, check_vocab_fits, resolve_data
+    from genos_cli.data.tokenizers import load_tokenizer
+
+    cfg = _config(opts)
+    if opts.wandb_project:
+        extras.check("wandb")
+    tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
+
+    data_paths: list[Path | str] = list(opts.data_paths or cfg.data.train_data_paths)
+    val_paths: list[Path | str] = list(opts.val_data_paths or cfg.data.val_data_paths)
+    if not data_paths:
+        data_paths = [_default_data(cfg, prepare=not dry_run)]
+        if dry_run and not Path(f"{data_paths[0]}.json").is_file():
+            return _plan(cfg, opts, [Path(f"{data_paths[0]}_train_text_document")],
+                         [Path(f"{data_paths[0]}_val_text_document")])  # fmt: skip
+    spec = resolve_data(data_paths, val_paths or None)
+    check_tokenizer_matches(spec.tokenizer, tokenizer)
+    check_vocab_fits(spec, cfg.model.vocab_size)
+    return _plan(cfg, opts, list(spec.train), list(spec.val))
+
+
+def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Path]) -> TrainPlan:
+    import torch
+
+    nprocs = opts.num_processes or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    if nprocs < 1:
+        raise GenosError(f"--num-gpus must be at least 1, got {nprocs}")
+    world = nprocs * hosts(opts.hostfile)
+    output_dir = opts.output_dir or Path("runs") / cfg.name
+    checkpoint_dir = opts.checkpoint_dir or output_dir / "checkpoints"
+    steps = (
+        SMOKE_TEST_STEPS
+        if opts.smoke_test and opts.max_steps is None
+        else total_steps(cfg, opts.max_steps)
+    )
+    if steps < 1:
+        raise GenosError(f"--max-steps must be at least 1, got {steps}")
+    if opts.stop_after is not None and opts.stop_after < 1:
+        raise GenosError(f"--stop-after must be at least 1, got {opts.stop_after}")
+    if opts.peak_tflops is not None and not opts.peak_tflops > 0:
+        raise GenosError(f"--peak-tflops must be positive, got {opts.peak_tflops}")
+    plan = TrainPlan(
+        config=cfg,
+        output_dir=output_dir,
+        checkpoint_dir=checkpoint_dir,
+        train_prefixes=train,
+        val_prefixes=val,
+        tokenizer_kind=cfg.tokenizer.kind,
+        tokenizer_model=cfg.tokenizer.model_path,
+        num_processes=nprocs,
+        hostfile=opts.hostfile,
+        total_steps=steps,
+        resume=opts.resume,
+        stop_after=opts.stop_after,
+        smoke_test=opts.smoke_test,
+        wandb_project=opts.wandb_project,
+        compile=opts.compile,
+        peak_tflops=opts.peak_tflops,
+    )
+    plan.grad_accum(world)  # batch sizes must divide: say so now
+    ep = cfg.training.expert_parallel_size
+    if world % ep:
+        raise GenosError(
+            f"--expert-parallel-size {ep} must divide the number of processes ({world})"
+        )
+    _check_output(plan)
+    return plan
+
+
+def _check_output(plan: TrainPlan) -> None:
+    from genos_cli.checkpoint import latest
+
+    has_run = latest(plan.checkpoint_dir) is not None
+    if plan.resume and not has_run:
+        raise GenosError(
+            f"--resume: no complete checkpoint in {plan.checkpoint_dir} to continue from"
+        )
+    if not plan.resume and has_run:
+        raise GenosError(
+            f"{plan.output_dir} already holds a run with checkpoints in {plan.checkpoint_dir}; "
+            "pass --resume to continue it, or --output-dir for a new run"
+        )

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-MAX_VOCAB_SIZE = 65536  # token ids are stored as uint16 (Megatron .bin files)
-
 
 class DNATokenizer(ABC):
     """A tokenizer of DNA text (ACGT) into integer ids below `vocab_size`.

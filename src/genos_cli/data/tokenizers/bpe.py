@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from genos_cli.data.tokenizers.base import MAX_VOCAB_SIZE, DNATokenizer
+from genos_cli.data.tokenizers.base import DNATokenizer
+from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.errors import GenosError
 
 _DNA = frozenset("ACGT")

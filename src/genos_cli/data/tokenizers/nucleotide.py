@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genos_cli.data.tokenizers.base import DNATokenizer
+from genos_cli.data.vocab import NUCLEOTIDE_VOCAB_SIZE
 from genos_cli.errors import GenosError
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<sep>", "<cls>")
@@ -30,6 +31,7 @@ VOCAB: tuple[str, ...] = (
     "N",
     *(f"<reserved_{i}>" for i in range(4)),
 )
+assert len(VOCAB) == NUCLEOTIDE_VOCAB_SIZE
 PAD, UNK, BOS, EOS, MASK, SEP, CLS = range(7)
 A, T, C, G, N = range(7, 12)
 IUPAC_AMBIGUOUS = "NRYSWKMBDHV"

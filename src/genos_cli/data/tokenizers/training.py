@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from genos_cli.atomic import publish
-from genos_cli.data.tokenizers.base import MAX_VOCAB_SIZE, DNATokenizer
+from genos_cli.data.tokenizers.base import DNATokenizer
+from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.errors import GenosError
 
 # The ids genos reserves, in order: SentencePiece's four meta pieces, then control symbols.

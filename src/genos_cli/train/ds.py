@@ -1,0 +1,33 @@
+"""The one module that imports DeepSpeed: the rest of genos takes DeepSpeed from here.
+
+On a machine without CUDA, DeepSpeed is told up front that it runs on the CPU (instead of
+probing, and warning, on import), and its INFO lines are silenced: genos reports progress
+itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+    os.environ["DS_ACCELERATOR"] = "cpu"
+
+import deepspeed
+import deepspeed.comm as comm
+from deepspeed.moe.layer import MoE
+from deepspeed.moe.sharded_moe import TopKGate
+from deepspeed.moe.utils import (
+    split_params_into_different_moe_groups_for_optimizer,
+)
+
+deepspeed.utils.logger.setLevel("WARNING")
+
+__all__ = [
+    "MoE",
+    "TopKGate",
+    "comm",
+    "deepspeed",
+    "split_params_into_different_moe_groups_for_optimizer",
+]

@@ -1,0 +1,335 @@
+"""One rank's training runtime on DeepSpeed: process group, precision, the engine, its
+collectives and its checkpoint files.
+
+`Runtime` is everything the trainer does through DeepSpeed, as methods: wrap the model
+(`deepspeed.initialize` with expert parallelism, MoE-aware AdamW groups, ZeRO 0/1/2), run a
+micro-batch forward/backward and step, set the learning rate, reduce metrics over ranks,
+save and load DeepSpeed's checkpoint shards (safely), and gather the consolidated model. It
+implements `genos_cli.checkpoint.training.ShardWriter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import pickle
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from genos_cli.device import autocast, resolve_precision
+from genos_cli.errors import GenosError
+from genos_cli.train.ds import deepspeed, split_params_into_different_moe_groups_for_optimizer
+from genos_cli.train.expert_parallel import apply_expert_parallel, from_deepspeed_state_dicts
+
+if TYPE_CHECKING:
+    from genos_cli.model import GenosForCausalLM, GenosOutput
+    from genos_cli.train.plan import TrainPlan
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group DeepSpeed's launcher set up (RANK/WORLD_SIZE/... in the
+    environment), or make a one-process group for a run in this process: DeepSpeed's
+    engine always needs `torch.distributed`. NCCL on GPUs, gloo on CPUs."""
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            os.environ.update(
+                RANK="0",
+                LOCAL_RANK="0",
+                WORLD_SIZE="1",
+                LOCAL_SIZE="1",
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(free_port()),
+            )
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[str, Any]:
+    """The DeepSpeed config for a plan (https://www.deepspeed.ai/docs/config-json/). The
+    learning rate schedule stays genos's (set on the optimizer each step), so it is exactly
+    restored from the step number on resume."""
+    t = plan.config.training
+    return {
+        "train_batch_size": t.global_batch_size,
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": {
+            "stage": t.zero_stage,
+            "contiguous_gradients": True,
+            "overlap_comm": torch.cuda.is_available(),
+            "reduce_bucket_size": 50_000_000,
+            "allgather_bucket_size": 50_000_000,
+        },
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "zero_allow_untested_optimizer": True,  # torch's AdamW, with ZeRO 1/2
+        "steps_per_print": 2**31 - 1,  # genos reports progress itself
+        "wall_clock_breakdown": False,
+    }
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (linear and expert weights, embeddings), none on norms."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class Runtime:
+    """This rank's process group, precision and DeepSpeed engine (see the module doc)."""
+
+    def __init__(self, plan: TrainPlan) -> None:
+        self.plan = plan
+        self.dist = init_distributed()
+        self.is_main = self.dist.rank == 0
+        self.device = self.dist.device
+        self.precision = resolve_precision(plan.config.training.precision, self.device)
+        self.grad_accum = plan.grad_accum(self.dist.world_size)
+        self.ep_size = plan.config.training.expert_parallel_size
+        self._engine: Any = None
+
+    # -- the model ----------------------------------------------------------------------------
+
+    def wrap(self, model: GenosForCausalLM) -> None:
+        """`deepspeed.initialize` for a genos model: expert parallelism when configured,
+        MoE-aware AdamW parameter groups, ZeRO 0/1/2."""
+        t = self.plan.config.training
+        if self.ep_size > 1:
+            if self.dist.world_size % self.ep_size:
+                raise GenosError(
+                    f"--expert-parallel-size {self.ep_size} must divide the number of "
+                    f"processes ({self.dist.world_size})"
+                )
+            apply_expert_parallel(model, self.ep_size)
+        model.to(self.device)
+        groups = param_groups(model, t.weight_decay)
+        if self.ep_size > 1:
+            # Expert weights are reduced over the expert-data-parallel group, not the world.
+            groups = split_params_into_different_moe_groups_for_optimizer(groups)
+        optimizer = torch.optim.AdamW(
+            groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
+        )
+        self._engine, *_ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            config=deepspeed_config(self.plan, self.grad_accum, self.precision),
+            dist_init_required=False,
+        )
+
+    @property
+    def module(self) -> GenosForCausalLM:
+        """The model itself (DeepSpeed casts it to bf16/fp16 when that is the precision)."""
+        return self._engine.module
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer DeepSpeed steps (ZeRO's wrapper around AdamW when ZeRO is on)."""
+        return self._engine.optimizer
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> GenosOutput:
+        return self._engine(input_ids, labels=labels)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self._engine.backward(loss)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the run's precision, for forward passes outside the engine."""
+        return autocast(self.device, self.precision)
+
+    # -- the optimizer step -------------------------------------------------------------------
+
+    def set_lr(self, lr: float) -> None:
+        for group in self._engine.optimizer.param_groups:
+            group["lr"] = lr
+
+    def grad_norm(self) -> float | None:
+        norm = self._engine.get_global_grad_norm()
+        if norm is None:
+            return None
+        return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
+
+    def skipped_steps(self) -> int:
+        """Optimizer steps DeepSpeed skipped so far (its ZeRO optimizer skips a step whose
+        gradient norm is not finite; fp16's loss scaler skips on overflow)."""
+        return int(getattr(self._engine, "skipped_steps", 0))
+
+    def step(self) -> tuple[float | None, bool]:
+        """`engine.step()` after a micro-batch's backward; at the optimizer-step boundary
+        without ZeRO in fp32, with genos's gradient check. Returns (gradient norm, skipped
+        by genos).
+
+        Without ZeRO, in fp32, DeepSpeed hands the gradients to torch's optimizer unchecked
+        (and reports no norm), so a NaN would reach the weights. There genos computes the
+        global gradient norm and, when it is not finite, zeroes the gradients (so DeepSpeed's
+        clipping sees numbers) and turns this one optimizer step into a no-op: no update, no
+        weight decay, no change of Adam's moments. Elsewhere it returns (None, False):
+        DeepSpeed's ZeRO, bf16 and fp16 optimizers check the norm themselves and skip a
+        non-finite step (`skipped_steps` counts them).
+        """
+        engine = self._engine
+        checked_by_deepspeed = (
+            engine.zero_optimization() or engine.bfloat16_enabled() or engine.fp16_enabled()
+        )
+        if checked_by_deepspeed or not engine.is_gradient_accumulation_boundary():
+            engine.step()
+            return None, False
+        params = [p for p in engine.module.parameters() if p.grad is not None]
+        norm = self._global_grad_norm(params) if params else None
+        if norm is None or math.isfinite(norm):
+            engine.step()
+            return norm, False
+        for p in params:
+            p.grad.zero_()
+        optimizer = engine.optimizer
+        own = vars(optimizer).get("step")
+        optimizer.step = lambda *args, **kwargs: None  # for this one call only
+        try:
+            engine.step()
+        finally:
+            if own is None:
+                del optimizer.step
+            else:
+                optimizer.step = own
+        return norm, True
+
+    def _global_grad_norm(self, params: list[torch.Tensor]) -> float:
+        squares = torch.zeros(2, dtype=torch.float64, device=params[0].device)
+        for p in params:  # dense weights, then expert weights: they are replicated differently
+            is_expert = not getattr(p, "allreduce", True)  # DeepSpeed marks expert parameters
+            squares[int(is_expert)] += p.grad.detach().double().square().sum()
+        if self.ep_size > 1 and dist.is_initialized():
+            # Gradients are averaged already; each expert lives on world / ep_size ranks.
+            experts = self.all_reduce_sum(squares[1:].cpu())
+            squares[1] = float(experts[0]) * self.ep_size / dist.get_world_size()
+        return float(squares.sum().sqrt())
+
+    # -- collectives --------------------------------------------------------------------------
+
+    @staticmethod
+    def _reduce(values: torch.Tensor, op: Any) -> torch.Tensor:
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return values
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if (dist.get_backend() == "nccl")
+            else torch.device("cpu")
+        )
+        buf = values.to(device)
+        dist.all_reduce(buf, op=op)
+        return buf.cpu()
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self._reduce(values, dist.ReduceOp.SUM)
+
+    def all_reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
+        return self._reduce(values, dist.ReduceOp.SUM) / self.dist.world_size
+
+    def barrier(self) -> None:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+
+    # -- checkpoint shards (checkpoint.training.ShardWriter) ------------------------------------
+
+    def save_shards(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+        """DeepSpeed's checkpoint (model, optimizer, ZeRO partitions, expert shards) under
+        `directory/tag`; genos keeps its own "latest" pointer, written after every rank is
+        done."""
+        self._engine.save_checkpoint(
+            str(directory), tag=tag, client_state=client_state, save_latest=False
+        )
+
+    def load_shards(self, directory: Path, tag: str) -> dict[str, Any]:
+        # DeepSpeed's TorchCheckpointEngine reads with torch.load(weights_only=False), which
+        # can run arbitrary code from a crafted file. Route every read of this engine through
+        # weights_only=True (genos's own client state holds tensors and plain values only).
+        self._engine.checkpoint_engine.load = weights_only_load
+        path, client_state = self._engine.load_checkpoint(
+            str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        if path is None:
+            raise GenosError(f"could not load checkpoint {directory / tag}")
+        return client_state
+
+    def consolidated_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model in genos's native layout (experts gathered from the ranks of the
+        first expert-parallel group when they are sharded). Collective: every rank calls it."""
+        local = {k: v.detach().cpu() for k, v in self._engine.module.state_dict().items()}
+        if self.ep_size == 1:
+            return local
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        return from_deepspeed_state_dicts(gathered[: self.ep_size], self.plan.config.model)
+
+
+def _deepspeed_safe_globals() -> list[Any]:
+    """The few non-tensor objects DeepSpeed pickles into its checkpoint files (ZeRO's loss
+    scaler, its stage enum, parameter-slice records): plain data classes, allow-listed for
+    `torch.load(weights_only=True)`."""
+    found: list[Any] = []
+    for module, name in (
+        ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+        ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+        ("deepspeed.utils.tensor_fragment", "fragment_address"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), name))
+    return found
+
+
+def weights_only_load(path: str | Path, map_location: Any = None) -> Any:
+    """`torch.load` that runs no pickled code: tensors, containers, numbers and the
+    allow-listed DeepSpeed records only. Anything else is refused with a GenosError."""
+    allowed = _deepspeed_safe_globals()
+    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: scoped to this call
+        scope: contextlib.AbstractContextManager = torch.serialization.safe_globals(allowed)
+    else:
+        torch.serialization.add_safe_globals(allowed)
+        scope = contextlib.nullcontext()
+    try:
+        with scope:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = f"it would run {found[1]}" if found else "it holds objects other than tensors"
+        raise GenosError(
+            f"{path}: refusing to load it ({detail}); genos loads checkpoints without "
+            "running pickled code, and this file is not one genos wrote"
+        ) from None

@@ -1,0 +1,82 @@
+"""Pure pieces of training: the learning-rate schedule, peaks, the launch command."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from genos_cli.config import load_config
+from genos_cli.errors import GenosError
+from genos_cli.telemetry.peak import gpu_peak_flops, mfu
+from genos_cli.train.launch import launch_command
+from genos_cli.train.plan import TrainPlan, hosts, total_steps
+from genos_cli.train.schedule import cosine_lr
+
+
+def test_cosine_schedule_hand_values() -> None:
+    kw = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 10, "total_steps": 110}
+    assert cosine_lr(0, **kw) == pytest.approx(1e-4)  # (0 + 1) / 10 of the peak
+    assert cosine_lr(9, **kw) == pytest.approx(1e-3)
+    assert cosine_lr(10, **kw) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert cosine_lr(60, **kw) == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway: the mean
+    assert cosine_lr(110, **kw) == pytest.approx(1e-4)
+    assert cosine_lr(500, **kw) == pytest.approx(1e-4)  # stays at the floor
+    lrs = [cosine_lr(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def _plan(**changes: object) -> TrainPlan:
+    cfg = load_config("small")
+    fields = {
+        "config": cfg,
+        "output_dir": Path("runs/x"),
+        "checkpoint_dir": Path("runs/x/checkpoints"),
+        "train_prefixes": [Path("d_train_text_document")],
+        "tokenizer_kind": "bpe",
+        "total_steps": total_steps(cfg, None),
+    }
+    fields.update(changes)
+    return TrainPlan(**fields)
+
+
+def test_steps_and_gradient_accumulation() -> None:
+    plan = _plan()
+    assert plan.total_steps == math.ceil(160_000_000 / (512 * 512)) == 611
+    assert plan.grad_accum(1) == 8 and plan.grad_accum(4) == 2 and plan.grad_accum(8) == 1
+    with pytest.raises(GenosError, match="not a multiple"):
+        plan.grad_accum(3)
+    assert plan.warmup_steps == 50  # the preset's, under a tenth of 611 steps
+    assert _plan(total_steps=100).warmup_steps == 10  # capped at a tenth of a short run
+
+
+def test_launch_command_uses_deepspeed_launcher(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("node1 slots=8\nnode2 slots=8  # second machine\n\n")
+    plan = _plan(num_processes=8, hostfile=hostfile)
+    cmd = launch_command(Path("runs/x/run_plan.json"), plan, master_port=29500)
+    assert cmd[1:3] == ["-m", "deepspeed.launcher.runner"]
+    assert cmd[cmd.index("--hostfile") + 1] == str(hostfile)
+    assert cmd[cmd.index("--num_gpus") + 1] == "8"
+    assert cmd[-4:] == ["--module", "genos_cli.train.rank", "--plan", "runs/x/run_plan.json"]
+    assert hosts(hostfile) == 2
+    with pytest.raises(GenosError, match="does not exist"):
+        hosts(tmp_path / "missing")
+
+
+def test_plan_round_trips_through_json(tmp_path: Path) -> None:
+    plan = _plan(val_prefixes=[Path("d_val_text_document")], resume=True)
+    plan.write(tmp_path / "plan.json")
+    assert TrainPlan.read(tmp_path / "plan.json") == plan
+
+
+def test_gpu_peaks_and_mfu() -> None:
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert gpu_peak_flops("NVIDIA H200", "bf16") == 989e12
+    assert gpu_peak_flops("Some Future GPU", "bf16") is None
+    assert mfu(1000.0, 6e6, 1.2e10) == pytest.approx(0.5)
+    assert mfu(1000.0, 6e6, None) is None
