@@ -149,7 +149,7 @@ def test_watch_follows_a_growing_log_until_ctrl_c(
 
     def recording_frame(self: watch_module.Watcher):  # type: ignore[no-untyped-def]
         group = original_frame(self)
-        frames.append(str(self.history.last["step"] if self.history.last else "waiting"))
+        frames.append(str(self.history.last.step if self.history.last else "waiting"))
         return group
 
     monkeypatch.setattr(watch_module, "_wait", fake_sleep)
@@ -190,13 +190,14 @@ def test_summary_of_a_real_run(real_run: Path) -> None:
     assert f"{100 * s['mean_mfu'] / 10:.2f}% of 500.0 GFLOP/s" in table
 
 
-def _window_records(steps: range, start_step: int, total_steps: int) -> list[dict]:
-    """Records written by the real `Trainer.log_window` (on a stand-in trainer, no model)."""
+def _window_lines(steps: range, start_step: int, total_steps: int) -> list[str]:
+    """Log lines of the records the real `Trainer.train_record` makes (on a stand-in trainer,
+    no model), as the run's log writes them."""
     import torch
 
     from genos_cli.train.trainer import LogWindow, StepMetrics, Trainer
 
-    out: list[dict] = []
+    out: list[str] = []
     trainer = SimpleNamespace(
         step=start_step,
         tokens_seen=start_step * 1024,
@@ -219,7 +220,7 @@ def _window_records(steps: range, start_step: int, total_steps: int) -> list[dic
                                expert_counts=counts))  # fmt: skip
         record = Trainer.train_record(trainer, window, start_step, start)  # type: ignore[arg-type]
         assert record is not None
-        out.append(record.model_dump())
+        out.append(record.to_json() + "\n")
     return out
 
 
@@ -229,8 +230,8 @@ def test_summary_compares_runs_side_by_side_including_a_resumed_one(
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     # Steps 1-6, then an invocation resumed from step 4 that redoes 5-6 and ends at 10.
-    records = _window_records(range(1, 7), 0, 10) + _window_records(range(5, 11), 4, 10)
-    (resumed / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines = _window_lines(range(1, 7), 0, 10) + _window_lines(range(5, 11), 4, 10)
+    (resumed / "training_log.jsonl").write_text("".join(lines))
 
     result = genos("metrics", "summary", real_run, resumed, "--json")
     assert result.exit_code == 0, result.output

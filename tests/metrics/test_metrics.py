@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -23,6 +25,7 @@ from genos_cli.model.flops import model_flops_per_token
 from genos_cli.telemetry import format as fmt
 from genos_cli.telemetry import system
 from genos_cli.telemetry.peak import mfu, record_mfu
+from genos_cli.telemetry.records import EvalRecord, TrainRecord, WarningRecord, parse_line
 from tests.conftest import REPO_ROOT
 
 
@@ -76,11 +79,11 @@ def test_mfu_is_achieved_over_peak() -> None:
 
 
 def test_record_mfu_is_the_logs_own_unless_a_peak_is_given() -> None:
-    rec = {"mfu": 0.123, "tokens_per_s": 2000.0, "flops_per_token": 1e6, "world_size": 2}
+    rec = TrainRecord(step=1, mfu=0.123, tokens_per_s=2000.0, flops_per_token=1e6, world_size=2)
     assert record_mfu(rec) == 0.123  # the run's own figure, untouched
     # Recomputed over both processes' devices: 2e9 FLOP/s over 2 x 1e10.
     assert record_mfu(rec, 1e10) == pytest.approx(0.1)
-    old = {"mfu": 0.5, "tokens_per_s": 2000.0}  # a log without flops_per_token
+    old = TrainRecord(step=1, mfu=0.5, tokens_per_s=2000.0)  # a log without flops_per_token
     assert record_mfu(old, 1e10) is None
     assert record_mfu(old, 1e10, flops_per_token=5e6) == pytest.approx(1.0)
 
@@ -93,22 +96,41 @@ def test_log_tail_consumes_only_complete_lines(tmp_path: Path) -> None:
     tail = LogTail(path)
     assert tail.poll() == []  # no file yet: waiting, not an error
     with open(path, "w") as fh:
-        fh.write('{"type": "train", "step": 1}\n{"type": "train", "st')
+        fh.write('{"type": "train", "step": 1, "loss": 4.5}\n{"type": "train", "st')
         fh.flush()
-        assert tail.poll() == [{"type": "train", "step": 1}]
+        assert tail.poll() == [TrainRecord(step=1, loss=4.5)]
         assert tail.poll() == []  # the half-written line is left for later
-        fh.write('ep": 2}\nnot json\n')
+        fh.write('ep": 2}\nnot json\n[1, 2]\n{"type": "train", "step": "two"}\n\n')
+        fh.write('{"type": "eval", "step": 2, "val_loss": 4.0, "new_field": 1}\n')
+        fh.write('{"type": "warning", "step": 3, "loss": "nan"}\n')
         fh.flush()
-        assert tail.poll() == [{"type": "train", "step": 2}]
-        assert tail.bad_lines == 1
+        assert tail.poll() == [
+            TrainRecord(step=2),
+            EvalRecord(step=2, val_loss=4.0),  # fields it does not know are ignored
+            WarningRecord(step=3, loss="nan"),
+        ]
+        assert tail.bad_lines == 3  # not JSON, not an object, not a record; blank is no line
     # A new log under the same name (a new run in the directory) is read from its start.
     path.unlink()
     path.write_text('{"type": "train", "step": 7}\n')
-    assert tail.poll() == [{"type": "train", "step": 7}]
+    assert tail.poll() == [TrainRecord(step=7)]
 
 
-def _train(step: int, loss: float, elapsed: float, **extra: object) -> dict:
-    return {"type": "train", "step": step, "loss": loss, "elapsed_s": elapsed, **extra}
+def test_records_round_trip_through_the_log_format() -> None:
+    """What the trainer writes (`to_json`) is what the readers parse back, NaN included."""
+    rec = TrainRecord(step=5, loss=float("nan"), expert_load=[[0.75, 0.25]], time=1.0)
+    line = rec.to_json()
+    assert line.startswith('{"type":"train","step":5,') and line.endswith(',"time":1.0}')
+    back = parse_line(line.encode())
+    assert isinstance(back, TrainRecord) and back.expert_load == [[0.75, 0.25]]
+    assert back.loss is not None and math.isnan(back.loss)
+    assert parse_line(EvalRecord(step=5, val_bits_per_base=1.9).to_json()) == EvalRecord(
+        step=5, val_bits_per_base=1.9
+    )
+
+
+def _train(step: int, loss: float, elapsed: float, **extra: Any) -> TrainRecord:
+    return TrainRecord(step=step, loss=loss, elapsed_s=elapsed, **extra)
 
 
 def test_history_of_a_resumed_run_reads_as_one_run() -> None:
@@ -116,16 +138,16 @@ def test_history_of_a_resumed_run_reads_as_one_run() -> None:
     the redone steps replace the first ones; training time is both invocations' time."""
     history = RunHistory()
     history.extend([_train(s, 5.0 - s, 10.0 * s) for s in (1, 2, 3, 4)])
-    history.extend([{"type": "eval", "step": 4, "val_bits_per_base": 1.9}])
+    history.extend([EvalRecord(step=4, val_bits_per_base=1.9), WarningRecord(step=4)])
     history.extend([_train(s, 4.5 - s, 10.0 * (s - 2)) for s in (3, 4, 5)])
-    history.extend([{"type": "eval", "step": 4, "val_bits_per_base": 1.8}])
-    assert [r["step"] for r in history.train] == [1, 2, 3, 4, 5]
-    assert [r["loss"] for r in history.train] == [4.0, 3.0, 1.5, 0.5, -0.5]
-    assert [e["val_bits_per_base"] for e in history.evals] == [1.8]
+    history.extend([EvalRecord(step=4, val_bits_per_base=1.8)])
+    assert [r.step for r in history.train] == [1, 2, 3, 4, 5]
+    assert [r.loss for r in history.train] == [4.0, 3.0, 1.5, 0.5, -0.5]
+    assert [e.val_bits_per_base for e in history.evals] == [1.8]
     assert history.invocations == 2
     assert history.seconds == pytest.approx(40.0 + 30.0)
     # The first window of each invocation is left out of steady-state means.
-    assert [r["step"] for r in history.steady()] == [2, 4, 5]
+    assert [r.step for r in history.steady()] == [2, 4, 5]
 
 
 def test_summary_figures() -> None:
@@ -136,7 +158,7 @@ def test_summary_figures() -> None:
                    total_steps=3, expert_load=[[0.5, 0.5], [0.75, 0.25]]),
             _train(2, 3.0, 2.0, tokens_per_s=300.0, mfu=0.03, mem_peak_mb=30.0, tokens=16,
                    total_steps=3, expert_load=[[0.5, 0.5], [0.75, 0.25]]),
-            {"type": "eval", "step": 2, "val_loss": 2.5, "val_bits_per_base": 1.95},
+            EvalRecord(step=2, val_loss=2.5, val_bits_per_base=1.95),
             _train(3, 3.5, 3.0, tokens_per_s=500.0, mfu=0.05, mem_peak_mb=20.0, tokens=24,
                    total_steps=3, expert_load=[[0.5, 0.5], [0.75, 0.25]], peak_flops=1e11),
         ]

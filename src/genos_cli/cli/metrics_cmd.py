@@ -85,15 +85,14 @@ def summary(
     Per run: steps, tokens, training time, final and best loss and validation bits per base,
     mean tokens/s and MFU (each invocation's first log window left out), peak memory.
     """
-    from genos_cli.metrics.logs import flops_per_token_for, load_run
+    from genos_cli.metrics.logs import load_runs
     from genos_cli.metrics.summary import summarize, summary_table
 
     peak = _peak_flops(peak_tflops)
-    summaries = []
-    for run in run_dirs:
-        history = load_run(run)
-        per_token = flops_per_token_for(run, history, peak)
-        summaries.append(summarize(run, history, peak_flops=peak, flops_per_token=per_token))
+    summaries = [
+        summarize(run.path, run.history, peak_flops=peak, flops_per_token=run.flops_per_token)
+        for run in load_runs(run_dirs, peak)
+    ]
     if json_:
         typer.echo(json.dumps([s.to_json() for s in summaries], indent=2))
     else:
@@ -112,16 +111,15 @@ def plot(
     Loss, validation bits per base, tokens/s, MFU and expert load over steps. Needs
     matplotlib (the `plot` extra of genos).
     """
-    from genos_cli.metrics.logs import flops_per_token_for, load_run
+    from genos_cli.metrics.logs import load_runs
     from genos_cli.metrics.plot import _pyplot, plot_runs, series
 
     _pyplot()  # without matplotlib, say so before reading any log
     peak = _peak_flops(peak_tflops)
-    runs = []
-    for run in run_dirs:
-        history = load_run(run)
-        per_token = flops_per_token_for(run, history, peak)
-        runs.append((str(run), series(history, peak_flops=peak, flops_per_token=per_token)))
+    runs = [
+        (str(run.path), series(run.history, peak_flops=peak, flops_per_token=run.flops_per_token))
+        for run in load_runs(run_dirs, peak)
+    ]
     plot_runs(runs, out)
     console.print(f"wrote {out}", highlight=False)
 

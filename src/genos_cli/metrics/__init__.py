@@ -1,1 +1,1 @@
-"""Metrics: model FLOPs utilisation, hardware peaks, memory and device sampling."""
+"""`genos metrics`: the training log read live (dashboard) or whole (summaries, plots)."""

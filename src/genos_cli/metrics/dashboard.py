@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -21,6 +20,7 @@ from rich.text import Text
 from genos_cli.metrics.logs import RunHistory
 from genos_cli.telemetry.format import duration, expert_balance, format_balance, percent
 from genos_cli.telemetry.peak import record_mfu
+from genos_cli.telemetry.records import TrainRecord
 from genos_cli.telemetry.system import CpuSample, GpuSample
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -133,51 +133,48 @@ def run_panel(view: RunView) -> RenderableType:
     if ev is not None:
         table.add_row(
             "validation",
-            f"loss {ev.get('val_loss', float('nan')):.4f}   "
-            f"{ev.get('val_bits_per_base', float('nan')):.4f} bits/base (step {ev['step']:,})",
+            f"loss {_or_nan(ev.val_loss):.4f}   "
+            f"{_or_nan(ev.val_bits_per_base):.4f} bits/base (step {ev.step:,})",
         )
     if view.bad_lines:
         table.add_row("log", f"[yellow]{view.bad_lines} unreadable line(s) skipped[/]")
     return Group(title, table)
 
 
-def _train_rows(table: Table, rec: dict[str, Any], view: RunView) -> None:
-    total = rec.get("total_steps") or 0
-    done = f"  ({100 * rec['step'] / total:.1f}%)" if total else ""
+def _train_rows(table: Table, rec: TrainRecord, view: RunView) -> None:
+    total = rec.total_steps or 0
+    done = f"  ({100 * rec.step / total:.1f}%)" if total else ""
     status = ""
-    if total and rec["step"] >= total:
+    if total and rec.step >= total:
         status = "   [green]finished[/]"
-    elif view.now is not None and isinstance(rec.get("time"), (int, float)):
-        status = f"   last record {duration(view.now - rec['time'])} ago"
-    tokens = rec.get("tokens")
-    seen = "" if tokens is None else f"   {tokens:,} tokens"
-    table.add_row("step", f"{rec['step']:,} / {total:,}{done}{seen}{status}")
-    table.add_row(
-        "loss",
-        f"{rec.get('loss', float('nan')):.4f}   {sparkline(_recent_losses(view.history))}",
-    )
+    elif view.now is not None and rec.time is not None:
+        status = f"   last record {duration(view.now - rec.time)} ago"
+    seen = "" if rec.tokens is None else f"   {rec.tokens:,} tokens"
+    table.add_row("step", f"{rec.step:,} / {total:,}{done}{seen}{status}")
+    table.add_row("loss", f"{_or_nan(rec.loss):.4f}   {sparkline(_recent_losses(view.history))}")
     table.add_row(
         "throughput",
-        f"{rec.get('tokens_per_s', 0):,.0f} tokens/s   MFU "
+        f"{rec.tokens_per_s or 0:,.0f} tokens/s   MFU "
         f"{percent(record_mfu(rec, view.peak_flops, view.flops_per_token))}"
         + ("" if view.peak_flops is None else f" (of {view.peak_flops / 1e12:g} TFLOP/s/device)"),
     )
-    gpu = rec.get("gpu_util")
     table.add_row(
         "memory",
-        f"{_num(rec.get('mem_current_mb'), ',.0f')} MiB (peak "
-        f"{_num(rec.get('mem_peak_mb'), ',.0f')} MiB)"
-        + ("" if gpu is None else f"   GPU {gpu:.0f}%"),
+        f"{_num(rec.mem_current_mb, ',.0f')} MiB (peak {_num(rec.mem_peak_mb, ',.0f')} MiB)"
+        + ("" if rec.gpu_util is None else f"   GPU {rec.gpu_util:.0f}%"),
     )
-    table.add_row("expert balance", format_balance(expert_balance(rec.get("expert_load"))))
-    table.add_row(
-        "time", f"elapsed {duration(rec.get('elapsed_s'))}   ETA {duration(rec.get('eta_s'))}"
-    )
+    table.add_row("expert balance", format_balance(expert_balance(rec.expert_load)))
+    table.add_row("time", f"elapsed {duration(rec.elapsed_s)}   ETA {duration(rec.eta_s)}")
+
+
+def _or_nan(value: float | None) -> float:
+    # Older logs may lack a figure: it reads "nan", as it always has.
+    return float("nan") if value is None else value
 
 
 def _recent_losses(history: RunHistory) -> list[float]:
     recent = list(history.train)[-SPARK_WIDTH:]
-    return [float(r["loss"]) for r in recent if isinstance(r.get("loss"), (int, float))]
+    return [r.loss for r in recent if r.loss is not None]
 
 
 def frame(

@@ -1,25 +1,35 @@
 """Reading `training_log.jsonl` while a run writes it, and as a finished whole.
 
-The trainer appends one JSON object per line and flushes after each (train/records.py), so a
-reader can meet a last line that is still being written. `LogTail` keeps its byte offset and
-consumes only complete lines (ending in a newline); the rest is read again on the next poll.
-`RunHistory` folds records into what the dashboard, the summary and the plots need.
+The trainer appends one record per line and flushes after each (`telemetry/records.py`, which
+also parses them), so a reader can meet a last line that is still being written. `LogTail`
+keeps its byte offset and consumes only complete lines (ending in a newline); the rest is read
+again on the next poll. `RunHistory` folds the records into what the dashboard, the summary and
+the plots need.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from genos_cli.errors import GenosError
-from genos_cli.telemetry.records import LOG_NAME, PLAN_NAME
+from genos_cli.telemetry.records import (
+    LOG_NAME,
+    PLAN_NAME,
+    EvalRecord,
+    Record,
+    TrainRecord,
+    parse_line,
+)
 
-Record = dict[str, Any]
+if TYPE_CHECKING:
+    from genos_cli.config.schema import GenosConfig
 
 
 def log_path(run: Path) -> Path:
@@ -34,7 +44,7 @@ class LogTail:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
-        self.bad_lines = 0  # complete lines that were not JSON objects (skipped)
+        self.bad_lines = 0  # complete lines that were not records (skipped)
         self._identity: tuple[int, int] | None = None
 
     def poll(self) -> list[Record]:
@@ -61,15 +71,11 @@ class LogTail:
         for line in chunk.splitlines():
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except ValueError:  # includes UnicodeDecodeError
+            rec = parse_line(line)
+            if rec is None:
                 self.bad_lines += 1
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
             else:
-                self.bad_lines += 1
+                records.append(rec)
         return records
 
 
@@ -83,8 +89,8 @@ class RunHistory:
     """
 
     maxlen: int | None = None
-    train: deque[Record] = field(init=False)
-    evals: deque[Record] = field(init=False)
+    train: deque[TrainRecord] = field(init=False)
+    evals: deque[EvalRecord] = field(init=False)
     # Per train record: whether it is the first of an invocation of `genos train`. That
     # window holds one-off costs (allocation, compilation), so steady-state means skip it.
     first_of_invocation: deque[bool] = field(init=False)
@@ -98,16 +104,16 @@ class RunHistory:
         self.first_of_invocation = deque(maxlen=self.maxlen)
 
     def extend(self, records: Iterable[Record]) -> None:
-        for rec in records:
-            if rec.get("type") == "train" and isinstance(rec.get("step"), int):
+        for rec in records:  # warnings are not part of the history
+            if isinstance(rec, TrainRecord):
                 self._add_train(rec)
-            elif rec.get("type") == "eval" and isinstance(rec.get("step"), int):
-                while self.evals and self.evals[-1]["step"] >= rec["step"]:
+            elif isinstance(rec, EvalRecord):
+                while self.evals and self.evals[-1].step >= rec.step:
                     self.evals.pop()
                 self.evals.append(rec)
 
-    def _add_train(self, rec: Record) -> None:
-        elapsed = _number(rec.get("elapsed_s"))
+    def _add_train(self, rec: TrainRecord) -> None:
+        elapsed = None if rec.elapsed_s is None or math.isnan(rec.elapsed_s) else rec.elapsed_s
         # `elapsed_s` restarts at zero with each invocation of `genos train`.
         first = self.invocations == 0 or (elapsed is not None and elapsed < self._segment_elapsed)
         if first:
@@ -116,29 +122,25 @@ class RunHistory:
         if elapsed is not None:
             self.seconds += elapsed - self._segment_elapsed
             self._segment_elapsed = elapsed
-        while self.train and self.train[-1]["step"] >= rec["step"]:
+        while self.train and self.train[-1].step >= rec.step:
             self.train.pop()
             self.first_of_invocation.pop()
         self.train.append(rec)
         self.first_of_invocation.append(first)
 
-    def steady(self) -> list[Record]:
+    def steady(self) -> list[TrainRecord]:
         """Train records without each invocation's first window (all, if that leaves none)."""
         flags = zip(self.train, self.first_of_invocation, strict=True)
         rest = [r for r, first in flags if not first]
         return rest or list(self.train)
 
     @property
-    def last(self) -> Record | None:
+    def last(self) -> TrainRecord | None:
         return self.train[-1] if self.train else None
 
     @property
-    def last_eval(self) -> Record | None:
+    def last_eval(self) -> EvalRecord | None:
         return self.evals[-1] if self.evals else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and value == value else None
 
 
 def resolve_run(run: Path) -> Path:
@@ -165,7 +167,26 @@ def load_run(run: Path) -> RunHistory:
     return history
 
 
-def run_plan_config(run: Path) -> Any | None:
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run's whole history, and what recomputing its MFU against another peak needs."""
+
+    path: Path  # as the user named it: a run directory or its log
+    history: RunHistory
+    flops_per_token: float | None  # from run_plan.json for logs without it (`flops_per_token_for`)
+
+
+def load_runs(runs: Iterable[Path], peak_flops: float | None) -> list[LoadedRun]:
+    """`load_run` of each run, in order, with the FLOPs per token to recompute MFU against
+    `peak_flops` (per device) with; the first run that cannot be read raises `GenosError`."""
+    loaded = []
+    for run in runs:
+        history = load_run(run)
+        loaded.append(LoadedRun(run, history, flops_per_token_for(run, history, peak_flops)))
+    return loaded
+
+
+def run_plan_config(run: Path) -> GenosConfig | None:
     """The model config a run was trained with (from its run_plan.json), or None."""
     plan_file = (run.parent if run.is_file() else run) / PLAN_NAME
     if not plan_file.is_file():
@@ -193,7 +214,7 @@ def flops_per_token_for(run: Path, history: RunHistory, peak_flops: float | None
     """FLOPs per token to recompute MFU against `peak_flops` with, for logs whose records do
     not carry `flops_per_token` (written before genos logged it); None when not needed."""
     last = history.last
-    if peak_flops is None or (last is not None and last.get("flops_per_token")):
+    if peak_flops is None or (last is not None and last.flops_per_token):
         return None
     per_token = plan_flops_per_token(run)
     if per_token is None:

@@ -6,20 +6,24 @@ with the non-interactive Agg backend: the command runs on machines without a dis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from genos_cli import extras
 from genos_cli.atomic import atomic_write
 from genos_cli.errors import GenosError
-from genos_cli.metrics.dashboard import expert_balance
 from genos_cli.metrics.logs import RunHistory
+from genos_cli.telemetry.format import expert_balance
 from genos_cli.telemetry.peak import record_mfu
+from genos_cli.telemetry.records import EvalRecord, TrainRecord
 
 PANELS = ("loss", "val bits/base", "tokens/s", "MFU (%)", "expert load: max/mean (layer mean)")
+Series = tuple[list[int], list[float]]  # (steps, values)
+R = TypeVar("R", TrainRecord, EvalRecord)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     (matplotlib,) = extras.require("plot")
     matplotlib.use("Agg")  # no display needed; must precede the pyplot import
     import matplotlib.pyplot as plt
@@ -29,34 +33,35 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def series(
     history: RunHistory, *, peak_flops: float | None = None, flops_per_token: float | None = None
-) -> dict[str, tuple[list[int], list[float]]]:
+) -> dict[str, Series]:
     """(steps, values) per panel for one run; a panel the log has nothing for is empty."""
 
-    def pick(records: Sequence[dict], value) -> tuple[list[int], list[float]]:  # type: ignore[no-untyped-def]
-        points = [(r["step"], value(r)) for r in records]
-        kept = [(s, float(v)) for s, v in points if v is not None]
-        return [s for s, _ in kept], [v for _, v in kept]
-
-    def balance(rec: dict) -> float | None:
-        b = expert_balance(rec.get("expert_load"))
+    def balance(rec: TrainRecord) -> float | None:
+        b = expert_balance(rec.expert_load)
         return None if b is None else sum(b.max_over_mean) / len(b.max_over_mean)
 
-    def mfu_percent(rec: dict) -> float | None:
+    def mfu_percent(rec: TrainRecord) -> float | None:
         value = record_mfu(rec, peak_flops, flops_per_token)
         return None if value is None else 100 * value
 
     train, evals = list(history.train), list(history.evals)
     return {
-        "loss": pick(train, lambda r: r.get("loss")),
-        "val bits/base": pick(evals, lambda r: r.get("val_bits_per_base")),
-        "tokens/s": pick(train, lambda r: r.get("tokens_per_s")),
-        "MFU (%)": pick(train, mfu_percent),
-        PANELS[4]: pick(train, balance),
+        "loss": _pick(train, lambda r: r.loss),
+        "val bits/base": _pick(evals, lambda r: r.val_bits_per_base),
+        "tokens/s": _pick(train, lambda r: r.tokens_per_s),
+        "MFU (%)": _pick(train, mfu_percent),
+        PANELS[4]: _pick(train, balance),
     }
 
 
+def _pick(records: Sequence[R], value: Callable[[R], float | None]) -> Series:
+    points = [(r.step, value(r)) for r in records]
+    kept = [(s, v) for s, v in points if v is not None]
+    return [s for s, _ in kept], [v for _, v in kept]
+
+
 def plot_runs(
-    runs: Sequence[tuple[str, dict[str, tuple[list[int], list[float]]]]],
+    runs: Sequence[tuple[str, dict[str, Series]]],
     out: Path,
     *,
     dpi: int = 120,

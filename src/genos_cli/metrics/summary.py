@@ -11,8 +11,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from genos_cli.metrics.dashboard import duration, expert_balance
 from genos_cli.metrics.logs import RunHistory
+from genos_cli.telemetry.format import duration, expert_balance
 from genos_cli.telemetry.peak import record_mfu
 
 
@@ -58,41 +58,38 @@ def summarize(
     last = history.last
     assert last is not None, "summarize() needs train records"
     steady = history.steady()
-    losses = [(r["loss"], r["step"]) for r in history.train if _is_number(r.get("loss"))]
+    losses = [(r.loss, r.step) for r in history.train if r.loss is not None]
     evals = [
-        (e["val_bits_per_base"], e["step"])
+        (e.val_bits_per_base, e.step)
         for e in history.evals
-        if _is_number(e.get("val_bits_per_base")) and math.isfinite(e["val_bits_per_base"])
+        if e.val_bits_per_base is not None and math.isfinite(e.val_bits_per_base)
     ]
     mfus = [record_mfu(r, peak_flops, flops_per_token) for r in steady]
-    memory = [r["mem_peak_mb"] for r in history.train if _is_number(r.get("mem_peak_mb"))]
-    balance = expert_balance(last.get("expert_load"))
+    memory = [r.mem_peak_mb for r in history.train if r.mem_peak_mb is not None]
+    balance = expert_balance(last.expert_load)
     last_eval = history.last_eval
-    record_peak = last.get("peak_flops")
-    peak = peak_flops if peak_flops is not None else record_peak
+    peak = peak_flops if peak_flops is not None else last.peak_flops
     best_loss = min(losses) if losses else None
     best_val = min(evals) if evals else None
     return RunSummary(
         run=str(run),
-        steps=int(last["step"]),
-        total_steps=last.get("total_steps"),
-        tokens=last.get("tokens"),
+        steps=last.step,
+        total_steps=last.total_steps,
+        tokens=last.tokens,
         train_seconds=history.seconds,
         invocations=history.invocations,
-        final_loss=_float(last.get("loss")),
-        best_loss=None if best_loss is None else float(best_loss[0]),
+        final_loss=last.loss,
+        best_loss=None if best_loss is None else best_loss[0],
         best_loss_step=None if best_loss is None else best_loss[1],
-        final_val_loss=None if last_eval is None else _float(last_eval.get("val_loss")),
-        final_val_bits_per_base=(
-            None if last_eval is None else _float(last_eval.get("val_bits_per_base"))
-        ),
-        best_val_bits_per_base=None if best_val is None else float(best_val[0]),
+        final_val_loss=None if last_eval is None else last_eval.val_loss,
+        final_val_bits_per_base=None if last_eval is None else last_eval.val_bits_per_base,
+        best_val_bits_per_base=None if best_val is None else best_val[0],
         best_val_step=None if best_val is None else best_val[1],
-        mean_tokens_per_s=_mean([r.get("tokens_per_s") for r in steady]),
+        mean_tokens_per_s=_mean([r.tokens_per_s for r in steady]),
         mean_mfu=_mean(mfus),
-        mfu_peak_tflops=None if not _is_number(peak) else float(peak) / 1e12,
+        mfu_peak_tflops=None if peak is None else peak / 1e12,
         peak_memory_mb=max(memory) if memory else None,
-        world_size=int(last.get("world_size") or 1),
+        world_size=last.world_size or 1,
         final_expert_max_over_mean=None if balance is None else max(balance.max_over_mean),
     )
 
@@ -147,16 +144,8 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if _is_number(value) else None
-
-
-def _mean(values: Sequence[Any]) -> float | None:
-    numbers = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+def _mean(values: Sequence[float | None]) -> float | None:
+    numbers = [v for v in values if v is not None and math.isfinite(v)]
     return sum(numbers) / len(numbers) if numbers else None
 
 

@@ -50,7 +50,7 @@ class Watcher:
         # A log written before records carried FLOPs per token: take them from the run's
         # plan, once (without one, MFU shows "-").
         needs_plan = self.peak_flops is not None and not self._plan_read
-        if needs_plan and last is not None and not last.get("flops_per_token"):
+        if needs_plan and last is not None and not last.flops_per_token:
             self._plan_read = True
             self.flops_per_token = plan_flops_per_token(self.run_dir)
         return dashboard.RunView(

@@ -12,9 +12,9 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 from genos_cli.atomic import atomic_write
+from genos_cli.telemetry.records import TrainRecord
 
 # Dense peak TFLOP/s by (name fragment, dtype); first match wins, so specific names first.
 GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
@@ -126,7 +126,7 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float | No
 
 
 def record_mfu(
-    record: dict[str, Any], peak_flops: float | None = None, flops_per_token: float | None = None
+    record: TrainRecord, peak_flops: float | None = None, flops_per_token: float | None = None
 ) -> float | None:
     """MFU of one `training_log.jsonl` train record.
 
@@ -136,10 +136,8 @@ def record_mfu(
     devices, from the record's `flops_per_token` (or the given one, for logs without it).
     """
     if peak_flops is None:
-        value = record.get("mfu")
-        return float(value) if isinstance(value, (int, float)) else None
-    per_token = record.get("flops_per_token") or flops_per_token
-    tokens_per_s = record.get("tokens_per_s")
-    if not per_token or not isinstance(tokens_per_s, (int, float)):
+        return record.mfu
+    per_token = record.flops_per_token or flops_per_token
+    if not per_token or record.tokens_per_s is None:
         return None
-    return mfu(tokens_per_s, per_token, peak_flops * int(record.get("world_size") or 1))
+    return mfu(record.tokens_per_s, per_token, peak_flops * (record.world_size or 1))

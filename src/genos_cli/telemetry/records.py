@@ -109,6 +109,14 @@ def parse_record(obj: Any) -> Record | None:
         return None
 
 
+def parse_line(line: str | bytes) -> Record | None:
+    """One line of a log as its record, or None if it is not JSON or not a record."""
+    try:
+        return parse_record(json.loads(line))
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes
+        return None
+
+
 def json_number(value: float) -> float | str:
     """Non-finite floats as "nan" / "inf" / "-inf": strict JSON has no NaN."""
     return value if math.isfinite(value) else str(value)
@@ -132,13 +140,5 @@ class JsonlLog:
 
 def read_log(path: Path) -> list[Record]:
     """All complete records of a log (a half-written last line is skipped)."""
-    records = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                record = parse_record(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-            if record is not None:
-                records.append(record)
-    return records
+        return [record for line in fh if (record := parse_line(line)) is not None]
