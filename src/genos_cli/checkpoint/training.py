@@ -22,7 +22,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 def rng_state() -> dict[str, Any]:
     """Every generator's state in types `torch.load(weights_only=True)` reads back (tuples,
     ints, floats, strings, tensors): no numpy arrays, so resuming unpickles no code."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    # The legacy tuple, as called here; numpy's stub gives this call the dict form's type.
+    legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = legacy
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos),

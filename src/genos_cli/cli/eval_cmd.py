@@ -23,10 +23,11 @@ from genos_cli.cli._common import console, err_console, reports_errors
 class _DefaultToLM(TyperGroup):
     """`genos eval CHECKPOINT ...` means `genos eval lm CHECKPOINT ...`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # The ignores: typer >= 0.29 passes the Context of its own copy of click.
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["lm", *args]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, args)  # type: ignore[arg-type]
 
 
 app = typer.Typer(

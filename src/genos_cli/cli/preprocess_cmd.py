@@ -12,7 +12,9 @@ from genos_cli.cli._common import console, reports_errors
 from genos_cli.errors import GenosError
 
 if TYPE_CHECKING:
-    from genos_cli.data.pipeline import PreprocessResult
+    from collections.abc import Callable
+
+    from genos_cli.data.pipeline import Plan, PreprocessResult
 
 
 @reports_errors
@@ -176,7 +178,7 @@ def preprocess(
     _render_summary(result, workers)
 
 
-def _run_with_progress(the_plan, run):  # type: ignore[no-untyped-def]
+def _run_with_progress(the_plan: Plan, run: Callable[..., PreprocessResult]) -> PreprocessResult:
     from rich.progress import (
         BarColumn,
         Progress,

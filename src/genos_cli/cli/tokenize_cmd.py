@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -179,7 +179,7 @@ def encode(
         if not sequences[0]:
             raise GenosError("the SEQUENCE argument is empty")
 
-    records = []
+    records: list[dict[str, Any]] = []
     for seq in sequences:
         ids = tok.encode(seq)
         records.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 import textwrap
 from collections.abc import Hashable, Iterable, Mapping
 from importlib import resources
@@ -25,7 +26,10 @@ from genos_cli.config.schema import GenosConfig
 from genos_cli.errors import GenosError
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 # Preset name -> file under configs/. The file names keep the seed layout's labels.
 PRESET_FILES: dict[str, str] = {

@@ -22,6 +22,8 @@ from pathlib import Path
 from genos_cli.data.prefetch import prefetch
 from genos_cli.data.sources import (
     DECOMPRESSION_ERRORS,
+    CountingReader,
+    SequenceStream,
     compression_error,
     expand_inputs,
     open_sequence_file,
@@ -121,7 +123,7 @@ class SequenceReader:
                 raise GenosError(f"cannot read {self.path}: {exc}") from None
             raise compression_error(self.path, exc) from None
 
-    def _parse(self, stream, counter) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _parse(self, stream: SequenceStream, counter: CountingReader) -> Iterator[bytes]:
         first = stream.read(self.block_size)
         # Decide the format on content: read past leading blank lines longer than a block.
         while first and not first.strip() and len(first) < _MAX_LEADING_BLANK:
@@ -145,7 +147,7 @@ class SequenceReader:
         if self.stats.bases == bases_before:
             raise GenosError(f"{self.path} contains no sequence (only headers or blank lines)")
 
-    def _read_more(self, stream, counter) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _read_more(self, stream: SequenceStream, counter: CountingReader) -> Iterator[bytes]:
         def produce() -> Iterator[tuple[bytes, int]]:
             while block := stream.read(self.block_size):
                 yield block, counter.consumed
@@ -155,7 +157,9 @@ class SequenceReader:
             self.consumed_bytes = consumed
             yield block
 
-    def _text_blocks(self, first: bytes, stream, counter) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _text_blocks(
+        self, first: bytes, stream: SequenceStream, counter: CountingReader
+    ) -> Iterator[bytes]:
         raw_start = 0
         continues_line = False
         for raw in _chain(first, self._read_more(stream, counter)):
@@ -174,7 +178,9 @@ class SequenceReader:
             yield out
         yield RECORD_BREAK
 
-    def _fasta_blocks(self, first: bytes, stream, counter) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _fasta_blocks(
+        self, first: bytes, stream: SequenceStream, counter: CountingReader
+    ) -> Iterator[bytes]:
         in_header = False
         at_line_start = True
         raw_start = 0

@@ -28,6 +28,7 @@ import struct
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class IndexedDatasetWriter:
         if self._idx_tmp is not None:
             self._idx_tmp.unlink(missing_ok=True)
 
-    def _write_index(self, out) -> None:  # type: ignore[no-untyped-def]
+    def _write_index(self, out: IO[bytes]) -> None:
         n = self.sequences
         out.write(MAGIC)
         out.write(struct.pack("<Q", VERSION))

@@ -184,7 +184,9 @@ def _init_worker(kind: str, model: Path | None) -> None:
     _worker_tokenizer = load_tokenizer(kind, model)
 
 
-def _encode_in_worker(data: bytes, lengths: np.ndarray, append_eod: bool):  # type: ignore[no-untyped-def]
+def _encode_in_worker(
+    data: bytes, lengths: np.ndarray, append_eod: bool
+) -> tuple[np.ndarray, np.ndarray]:
     assert _worker_tokenizer is not None
     return _worker_tokenizer.encode_packed(data, lengths, append_eod=append_eod)
 

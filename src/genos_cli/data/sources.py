@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from genos_cli.errors import GenosError
 
@@ -23,7 +23,7 @@ try:  # ISA-L's inflate is ~3x faster than zlib's; same format, same file object
     from isal import igzip as _gzip
     from isal import isal_zlib as _zlib
 except ImportError:  # pragma: no cover - platforms without isal wheels
-    _gzip, _zlib = gzip, zlib  # type: ignore[misc]
+    _gzip, _zlib = gzip, zlib
 
 #: Exceptions the decompressors raise on truncated or corrupt input.
 DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
@@ -43,7 +43,7 @@ def default_genome_path() -> Path:
     """The real genome shipped inside genos (E. coli K-12 MG1655, 4.6 Mbp)."""
     from importlib import resources
 
-    return Path(str(resources.files("genos_cli.resources").joinpath("genomes", DEFAULT_GENOME)))
+    return Path(str(resources.files("genos_cli.resources") / "genomes" / DEFAULT_GENOME))
 
 
 def _is_sequence_name(path: Path) -> bool:
@@ -94,7 +94,7 @@ def detect_compression(path: Path) -> str | None:
 class CountingReader:
     """Wraps a raw file to expose how many (compressed) bytes were consumed, for progress."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.BufferedIOBase) -> None:
         self.raw = raw
         self.consumed = 0
 
@@ -104,7 +104,7 @@ class CountingReader:
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # used by bz2/lzma
-        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        n = self.raw.readinto(buffer)
         self.consumed += n or 0
         return n
 
@@ -115,8 +115,12 @@ class CountingReader:
         self.raw.close()
 
 
+# What `open_sequence_file` yields to read: a decompressor over the counter, or the counter.
+SequenceStream = io.BufferedIOBase | CountingReader
+
+
 @contextmanager
-def open_sequence_file(path: Path) -> Iterator[tuple[BinaryIO, CountingReader]]:
+def open_sequence_file(path: Path) -> Iterator[tuple[SequenceStream, CountingReader]]:
     """Yield (decompressed binary stream, raw byte counter) for `path`."""
     try:
         raw_fh = open(path, "rb")
@@ -124,15 +128,17 @@ def open_sequence_file(path: Path) -> Iterator[tuple[BinaryIO, CountingReader]]:
         raise GenosError(f"cannot read {path}: {exc.strerror}") from None
     counter = CountingReader(raw_fh)
     codec = detect_compression(path)
-    stream: BinaryIO
+    # The ignores: typeshed wants a whole (seekable) file for BZ2File and LZMAFile, which only
+    # read from the counter.
+    stream: SequenceStream
     if codec == "gzip":
-        stream = _gzip.GzipFile(fileobj=counter, mode="rb")  # type: ignore[arg-type]
+        stream = _gzip.GzipFile(fileobj=counter, mode="rb")
     elif codec == "bzip2":
-        stream = bz2.BZ2File(counter, mode="rb")  # type: ignore[arg-type]
+        stream = bz2.BZ2File(counter, mode="rb")  # type: ignore[call-overload]
     elif codec == "xz":
         stream = lzma.LZMAFile(counter, mode="rb")  # type: ignore[arg-type]
     else:
-        stream = counter  # type: ignore[assignment]
+        stream = counter
     try:
         yield stream, counter
     finally:

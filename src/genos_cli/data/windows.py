@@ -214,7 +214,9 @@ class Windower:
 
     def _take(self) -> WindowBatch:
         batch = WindowBatch(
-            data=b"".join(self._pieces),  # one copy, straight from the array buffers
+            # One copy, straight from the array buffers. (numpy declares ndarray a buffer,
+            # `__buffer__`, for Python >= 3.12 only.)
+            data=b"".join(self._pieces),  # type: ignore[arg-type]
             lengths=np.concatenate(self._lengths),
             is_val=np.concatenate(self._val),
         )

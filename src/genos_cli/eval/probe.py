@@ -127,9 +127,9 @@ def embed(
     # Pieces of at most `piece` tokens, each remembering its sequence.
     pieces: list[tuple[int, list[int]]] = []
     for i, seq in enumerate(sequences):
-        ids = tokenizer.encode(seq.decode("ascii"))
-        for s in range(0, len(ids), piece):
-            pieces.append((i, ids[s : s + piece]))
+        seq_ids = tokenizer.encode(seq.decode("ascii"))
+        for s in range(0, len(seq_ids), piece):
+            pieces.append((i, seq_ids[s : s + piece]))
     order = sorted(range(len(pieces)), key=lambda k: len(pieces[k][1]))  # little padding
     device = torch.device(device)
     sums = torch.zeros(len(sequences), model.config.hidden_size, dtype=torch.float64)

@@ -3,6 +3,7 @@ commands print with --json; the terminal tables are rendered from the same dicts
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,7 +240,7 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
         x[name], n = embed(
             ckpt.model, ckpt.tokenizer, data.sequences, layer=opts.layer,
             batch_size=opts.batch_size, device=device, autocast_dtype=autocast_dtype(device),
-            progress=(lambda d, t, n=name: progress(f"embedding {n}", d, t)) if progress else None,
+            progress=functools.partial(progress, f"embedding {name}") if progress else None,
         )  # fmt: skip
         forwarded += n
     embed_seconds = time.perf_counter() - t0

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from genos_cli import extras
 from genos_cli.errors import GenosError
@@ -120,6 +120,7 @@ def _sentencepiece_backend(path: Path) -> Any:
             "train` makes them), whose ids a fast tokenizer reproduces exactly"
         )
     kind = proto.trainer_spec.model_type
+    model: models.Model
     if kind == _SP_BPE:
         vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
         unk = proto.pieces[proto.trainer_spec.unk_id].piece
@@ -322,8 +323,12 @@ def _read_hf_weights(hf_dir: Path, config: MixtralConfig) -> dict[str, torch.Ten
     from transformers import MixtralForCausalLM
 
     try:
-        model, info = MixtralForCausalLM.from_pretrained(
-            hf_dir, config=config, dtype=torch.float32, output_loading_info=True
+        # With output_loading_info, a (model, info) pair, which transformers' annotation omits.
+        model, info = cast(
+            "tuple[MixtralForCausalLM, dict[str, list[Any]]]",
+            MixtralForCausalLM.from_pretrained(
+                hf_dir, config=config, dtype=torch.float32, output_loading_info=True
+            ),
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         detail = " ".join(str(exc).split())[:300]

@@ -9,7 +9,7 @@ slice, and the experts run as one grouped matmul over those slices (`grouped_mm`
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -140,12 +140,17 @@ def _(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tenso
     return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
 
 
-def _grouped_mm_setup(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output) -> None:
+def _grouped_mm_setup(
+    ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: torch.Tensor
+) -> None:
     x, w, offsets = inputs
     ctx.save_for_backward(x, w, offsets)
 
 
-def _grouped_mm_backward(ctx, grad: torch.Tensor):
+def _grouped_mm_backward(
+    ctx: Any,  # a FunctionCtx; torch's stub lacks its saved_tensors and needs_input_grad
+    grad: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
     x, w, offsets = ctx.saved_tensors
     grad = grad.contiguous()
     grad_x = _grouped_mm(grad, w.transpose(1, 2), offsets) if ctx.needs_input_grad[0] else None
@@ -180,13 +185,15 @@ class _PermuteToExperts(torch.autograd.Function):
     """x (N, D) -> x[order // K] (N*K, D); the gradient sums each token's K routes back."""
 
     @staticmethod
-    def forward(ctx, x, order, inverse, top_k):
+    def forward(
+        ctx: Any, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor, top_k: int
+    ) -> torch.Tensor:
         ctx.save_for_backward(inverse)
         ctx.top_k = top_k
         return x.index_select(0, order // top_k)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (inverse,) = ctx.saved_tensors
         grad_routes = grad.index_select(0, inverse)  # (N*K, D) back in route order
         return grad_routes.view(-1, ctx.top_k, grad.shape[-1]).sum(dim=1), None, None, None
@@ -200,7 +207,9 @@ class _CombineFromExperts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, weights, order, inverse):
+    def forward(
+        ctx: Any, y: torch.Tensor, weights: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor
+    ) -> torch.Tensor:
         num_tokens, top_k = weights.shape
         y_routes = y.index_select(0, inverse).view(num_tokens, top_k, y.shape[-1])  # (N, K, D)
         ctx.save_for_backward(y_routes, weights, order)
@@ -208,7 +217,7 @@ class _CombineFromExperts(torch.autograd.Function):
         return out.to(y.dtype)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         y_routes, weights, order = ctx.saved_tensors
         grad32 = grad.to(weights.dtype)
         grad_weights = (y_routes.to(weights.dtype) * grad32.unsqueeze(1)).sum(dim=-1)  # (N, K)

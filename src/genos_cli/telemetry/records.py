@@ -100,7 +100,8 @@ def parse_record(obj: Any) -> Record | None:
     """A decoded JSON line as its record, or None if it is not one genos writes."""
     if not isinstance(obj, dict):
         return None
-    kind = _KINDS.get(obj.get("type"))  # type: ignore[arg-type]
+    name = obj.get("type")
+    kind = _KINDS.get(name) if isinstance(name, str) else None
     if kind is None or not isinstance(obj.get("step"), int):
         return None
     try:

@@ -185,7 +185,7 @@ class CpuSampler:
             cores=len(per_cpu),
             cpu_percent=sum(per_cpu) / max(len(per_cpu), 1),
             per_cpu_percent=per_cpu,
-            load_avg=tuple(os.getloadavg()),  # type: ignore[arg-type]
+            load_avg=os.getloadavg(),
             mem_used_mb=(mem.total - mem.available) / 2**20,
             mem_total_mb=mem.total / 2**20,
             mem_available_mb=mem.available / 2**20,

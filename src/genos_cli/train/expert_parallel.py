@@ -107,7 +107,7 @@ class GenosTopKGate(TopKGate):
             comm.all_reduce(capacity, op=comm.ReduceOp.MAX, group=self.ep_group)
         return capacity
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input: torch.Tensor,
         used_token: torch.Tensor | None = None,

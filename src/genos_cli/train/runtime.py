@@ -101,7 +101,8 @@ def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[s
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (linear and expert weights, embeddings), none on norms."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, param in model.named_parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
@@ -233,6 +234,7 @@ class Runtime:
         squares = torch.zeros(2, dtype=torch.float64, device=params[0].device)
         for p in params:  # dense weights, then expert weights: they are replicated differently
             is_expert = not getattr(p, "allreduce", True)  # DeepSpeed marks expert parameters
+            assert p.grad is not None  # the caller passes parameters with gradients only
             squares[int(is_expert)] += p.grad.detach().double().square().sum()
         if self.ep_size > 1 and dist.is_initialized():
             # Gradients are averaged already; each expert lives on world / ep_size ranks.

@@ -278,6 +278,7 @@ class Trainer:
             input_ids = micro.input_ids.to(self.device, non_blocking=True)
             labels = micro.labels.to(self.device, non_blocking=True)
             out = self.runtime.forward(input_ids, labels)
+            assert out.loss is not None and out.lm_loss is not None  # given labels, never None
             self.runtime.backward(out.loss)
             norm, dropped = self.runtime.step()
             own_norm = norm if norm is not None else own_norm

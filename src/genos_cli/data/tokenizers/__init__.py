@@ -48,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 def default_tokenizer_path() -> Path:
     """The BPE model genos ships (vocab 128, trained on six genomes; see docs/tokenize.md)."""
-    model = resources.files("genos_cli.resources").joinpath("tokenizer", DEFAULT_MODEL_NAME)
+    model = resources.files("genos_cli.resources") / "tokenizer" / DEFAULT_MODEL_NAME
     return Path(str(model))
 
 

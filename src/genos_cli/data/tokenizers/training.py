@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from genos_cli.atomic import publish
 from genos_cli.data.tokenizers.base import DNATokenizer
 from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.errors import GenosError
+
+if TYPE_CHECKING:
+    import sentencepiece as spm
 
 # The ids genos reserves, in order: SentencePiece's four meta pieces, then control symbols.
 # They match the first seven ids of the nucleotide tokenizer.
@@ -259,7 +263,7 @@ def _train_bpe(
     return out.getvalue()
 
 
-def _vocab_text(sp) -> bytes:  # type: ignore[no-untyped-def]
+def _vocab_text(sp: spm.SentencePieceProcessor) -> bytes:
     """The `.vocab` file SentencePiece writes beside a model: piece TAB score per line."""
     lines = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
     return "".join(lines).encode("utf-8")
