@@ -101,6 +101,7 @@ def test_log_tail_consumes_only_complete_lines(tmp_path: Path) -> None:
         assert tail.poll() == [TrainRecord(step=1, loss=4.5)]
         assert tail.poll() == []  # the half-written line is left for later
         fh.write('ep": 2}\nnot json\n[1, 2]\n{"type": "train", "step": "two"}\n\n')
+        fh.write('{"type": ["train"], "step": 2}\n{"type": "train", "step": 2, "loss": "low"}\n')
         fh.write('{"type": "eval", "step": 2, "val_loss": 4.0, "new_field": 1}\n')
         fh.write('{"type": "warning", "step": 3, "loss": "nan"}\n')
         fh.flush()
@@ -109,7 +110,7 @@ def test_log_tail_consumes_only_complete_lines(tmp_path: Path) -> None:
             EvalRecord(step=2, val_loss=4.0),  # fields it does not know are ignored
             WarningRecord(step=3, loss="nan"),
         ]
-        assert tail.bad_lines == 3  # not JSON, not an object, not a record; blank is no line
+        assert tail.bad_lines == 5  # not JSON, not an object, not records; blank is no line
     # A new log under the same name (a new run in the directory) is read from its start.
     path.unlink()
     path.write_text('{"type": "train", "step": 7}\n')
