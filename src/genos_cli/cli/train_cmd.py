@@ -149,8 +149,6 @@ def train(
         "training.on_nan": on_nan,
     }
     overrides.update({k: v for k, v in flag_settings.items() if v is not None})
-    if lr is not None and "training.min_lr" not in overrides:
-        overrides["training.min_lr"] = lr / 10
     opts = TrainOptions(
         size=size,
         config=config,

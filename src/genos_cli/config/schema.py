@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +32,12 @@ def _check_vocab_fits_uint16(value: int) -> int:
 
 
 VocabSize = Annotated[int, AfterValidator(_check_vocab_fits_uint16)]
+
+
+def tenth(value: float) -> float:
+    """`value` / 10 in decimal, as `value` is written: tenth(6e-4) is 6e-05, where the binary
+    6e-4 / 10 is 5.9999999999999995e-05."""
+    return float(Decimal(repr(value)) / 10)
 
 
 def _raise_all(problems: list[str]) -> None:
@@ -238,8 +245,10 @@ class TrainingConfig(_Section):
         "max_seq_length), rounded up.",
     )
     lr: float = Field(default=6e-4, gt=0, description="Peak learning rate (AdamW).")
-    min_lr: float = Field(
-        default=6e-5, ge=0, description="Learning rate at the end of the cosine decay."
+    min_lr: float | None = Field(
+        default=None,
+        ge=0,
+        description="Learning rate at the end of the cosine decay; null = lr / 10.",
     )
     warmup_steps: int = Field(
         default=100,
@@ -295,6 +304,9 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _check_batches_and_lr(self) -> TrainingConfig:
+        if self.min_lr is None:
+            # Resolved once, here, so every reader (trainer, Megatron command) sees a number.
+            self.min_lr = tenth(self.lr)
         problems = []
         if self.global_batch_size % self.micro_batch_size:
             problems.append(
