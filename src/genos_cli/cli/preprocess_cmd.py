@@ -123,7 +123,7 @@ def preprocess(
     train/val, tokenize, write `.bin/.idx` (readable by Megatron-LM)."""
     from genos_cli.config import DataConfig, TokenizerConfig, load_config
     from genos_cli.data.hf_source import HFDatasetSpec
-    from genos_cli.data.pipeline import PreprocessSettings, plan, run
+    from genos_cli.data.pipeline import PreprocessSettings, make_plan, run
     from genos_cli.data.sources import default_genome_path
     from genos_cli.data.windows import WindowSpec
 
@@ -171,12 +171,11 @@ def preprocess(
         write_text=write_text,
         overwrite=overwrite,
     )
-    the_plan = plan(settings)
-    result = _run_with_progress(the_plan, run)
+    result = _run_with_progress(make_plan(settings), run)
     _render_summary(result, workers)
 
 
-def _run_with_progress(the_plan, run):  # type: ignore[no-untyped-def]
+def _run_with_progress(plan, run):  # type: ignore[no-untyped-def]
     from rich.progress import (
         BarColumn,
         Progress,
@@ -200,7 +199,7 @@ def _run_with_progress(the_plan, run):  # type: ignore[no-untyped-def]
         disable=not console.is_terminal,
     ) as progress:
         # A streamed dataset has no known size: the bar then only shows bases and rate.
-        total = None if the_plan.settings.hf_dataset else the_plan.input_bytes
+        total = None if plan.settings.hf_dataset else plan.input_bytes
         task = progress.add_task("preprocess", total=total, bp="", rate="")
 
         def update(done_bytes: int, bases: int) -> None:
@@ -212,7 +211,7 @@ def _run_with_progress(the_plan, run):  # type: ignore[no-untyped-def]
                 rate=f"{bases / elapsed / 1e6:,.1f} Mbp/s",
             )
 
-        return run(the_plan, progress=update)
+        return run(plan, progress=update)
 
 
 def _render_summary(result: PreprocessResult, workers: int) -> None:

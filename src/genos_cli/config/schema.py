@@ -12,11 +12,14 @@ import math
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genos_cli.data.vocab import MAX_VOCAB_SIZE, NUCLEOTIDE_VOCAB_SIZE
+
+if TYPE_CHECKING:
+    from genos_cli.data.windows import WindowSpec
 
 MAX_NAN_SKIPS = 10  # with on_nan: skip, this many skipped steps in a row stop the run
 
@@ -215,6 +218,14 @@ class DataConfig(_Section):
     def effective_min_length_bp(self) -> int:
         """The minimum fragment length actually used: min_length_bp, or the fragment length."""
         return self.sequence_length_bp if self.min_length_bp is None else self.min_length_bp
+
+    def window_spec(self) -> WindowSpec:
+        """The fragmenting these settings describe, as the data pipeline takes it."""
+        from genos_cli.data.windows import WindowSpec  # numpy: not needed for --help
+
+        return WindowSpec(
+            self.sequence_length_bp, self.effective_stride_bp, self.effective_min_length_bp
+        )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DataConfig:

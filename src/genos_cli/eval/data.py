@@ -30,22 +30,20 @@ def _is_sequence_input(path: Path) -> bool:
 
 def _preprocess(files: list[Path], ckpt: LoadedCheckpoint, out_dir: Path) -> Path:
     from genos_cli.data import pipeline
-    from genos_cli.data.windows import WindowSpec
 
-    d = ckpt.config.data
     settings = pipeline.PreprocessSettings(
         inputs=tuple(files),
         output_prefix=out_dir / "eval",
         tokenizer_kind=ckpt.tokenizer.kind,
         tokenizer_model=ckpt.path / TOKENIZER_FILE if ckpt.tokenizer.kind == "bpe" else None,
-        window=WindowSpec(d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp),
+        window=ckpt.config.data.window_spec(),
         val_ratio=0.0,
-        append_eod=d.append_eod,
+        append_eod=ckpt.config.data.append_eod,
         workers=1,
     )
-    the_plan = pipeline.plan(settings)
-    pipeline.run(the_plan)
-    return the_plan.prefixes["train"]
+    plan = pipeline.make_plan(settings)
+    pipeline.run(plan)
+    return plan.prefixes["train"]
 
 
 @contextmanager

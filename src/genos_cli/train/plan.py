@@ -166,25 +166,22 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
     )
     prefix = cache_root() / "data" / key / "ecoli"
     if prepare and not Path(f"{prefix}.json").is_file():
-        from genos_cli.data.pipeline import PreprocessSettings, plan, run
+        from genos_cli.data.pipeline import PreprocessSettings, make_plan, run
         from genos_cli.data.sources import default_genome_path
-        from genos_cli.data.windows import WindowSpec
 
         settings = PreprocessSettings(
             inputs=(default_genome_path(),),
             output_prefix=prefix,
             tokenizer_kind=cfg.tokenizer.kind,
             tokenizer_model=cfg.tokenizer.model_path,
-            window=WindowSpec(
-                d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp
-            ),
+            window=d.window_spec(),
             val_ratio=d.val_ratio,
             split_seed=d.split_seed,
             append_eod=d.append_eod,
             workers=1,
             overwrite=True,
         )
-        run(plan(settings))
+        run(make_plan(settings))
     return prefix
 
 
