@@ -90,13 +90,11 @@ class TrainOptions:
 
     size: str | None = None
     config: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set and the options that set one
     data_paths: list[Path] = field(default_factory=list)
     val_data_paths: list[Path] = field(default_factory=list)
     output_dir: Path | None = None
     checkpoint_dir: Path | None = None
-    tokenizer_model: Path | None = None
-    nucleotide_tokenizer: bool = False
     num_processes: int | None = None
     hostfile: Path | None = None
     max_steps: int | None = None
@@ -128,14 +126,6 @@ def hosts(hostfile: Path | None) -> int:
 
 def _config(opts: TrainOptions) -> GenosConfig:
     overrides = dict(opts.overrides)
-    if opts.nucleotide_tokenizer and opts.tokenizer_model is not None:
-        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
-    if opts.nucleotide_tokenizer:
-        overrides.update({"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16})
-    elif opts.tokenizer_model is not None:
-        overrides.update(
-            {"tokenizer.kind": "bpe", "tokenizer.model_path": str(opts.tokenizer_model)}
-        )
     if opts.smoke_test:
         # Ten optimizer steps, one micro-batch each, with logging, evaluation and a save.
         cfg = load_config(opts.size, opts.config, overrides)
