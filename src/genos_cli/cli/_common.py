@@ -100,17 +100,26 @@ def validated(model: type[M], values: Mapping[str, Any], flags: Mapping[str, str
         raise GenosError("; ".join(f"{where} {what}".strip() for where, what in problems)) from None
 
 
-def tokenizer_settings(
+def tokenizer_choice(
     model: Path | None, nucleotide: bool, *, nucleotide_flag: str = "--nucleotide-tokenizer"
-) -> dict[str, Any]:
-    """The `tokenizer` settings that --tokenizer-model / --nucleotide-tokenizer choose ({} for
-    neither: the config's own)."""
+) -> str | None:
+    """The tokenizer kind --tokenizer-model / --nucleotide-tokenizer choose: "bpe",
+    "nucleotide", or None when neither is given."""
     if nucleotide and model is not None:
         raise GenosError(f"use either --tokenizer-model or {nucleotide_flag}, not both")
     if nucleotide:
-        return {"kind": "nucleotide", "model_path": None, "vocab_size": NUCLEOTIDE_VOCAB_SIZE}
-    if model is not None:
-        return {"kind": "bpe", "model_path": model}
+        return "nucleotide"
+    return "bpe" if model is not None else None
+
+
+def tokenizer_settings(model: Path | None, nucleotide: bool) -> dict[str, Any]:
+    """The `tokenizer` settings that --tokenizer-model / --nucleotide-tokenizer choose ({} for
+    neither: the config's own)."""
+    kind = tokenizer_choice(model, nucleotide)
+    if kind == "nucleotide":
+        return {"kind": kind, "model_path": None, "vocab_size": NUCLEOTIDE_VOCAB_SIZE}
+    if kind == "bpe":
+        return {"kind": kind, "model_path": model}
     return {}
 
 

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from genos_cli.cli._common import console, reports_errors
-from genos_cli.errors import GenosError
+from genos_cli.cli._common import CheckpointArg, console, reports_errors, tokenizer_choice
 
 app = typer.Typer(
     help="Export a trained model to Hugging Face transformers, or import one back.",
@@ -28,14 +27,7 @@ def _export() -> None:
 @app.command("hf")
 @reports_errors
 def hf(
-    checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            help="A checkpoint: a step directory, a run's checkpoints directory or its output "
-            "directory (the latest checkpoint).",
-            show_default=False,
-        ),
-    ],
+    checkpoint: CheckpointArg,
     out_dir: Annotated[
         Path, typer.Argument(help="Directory to write the model to.", show_default=False)
     ],
@@ -90,13 +82,11 @@ def import_hf(
     """Write a Hugging Face Mixtral directory as a genos checkpoint directory."""
     from genos_cli.interop.hf_export import import_hf as run_import
 
-    if nucleotide_tokenizer and tokenizer_model is not None:
-        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
     result = run_import(
         hf_dir,
         out_dir,
         overwrite=overwrite,
-        tokenizer_kind="nucleotide" if nucleotide_tokenizer else None,
+        tokenizer_kind=tokenizer_choice(tokenizer_model, nucleotide_tokenizer),
         tokenizer_model=tokenizer_model,
     )
     origin = "exported by genos: its config restored" if result.from_genos else "Mixtral"
