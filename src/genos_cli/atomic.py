@@ -153,6 +153,19 @@ def disk_full(directory: Path, *, below: int = 1 << 20) -> bool:
     return st.f_bavail * st.f_frsize < below
 
 
+def write_temp(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, for `publish` to rename into place;
+    nothing is left behind when writing fails."""
+    fh = temp_beside(path)
+    try:
+        with fh:
+            fh.write(data)
+    except BaseException:
+        Path(fh.name).unlink(missing_ok=True)
+        raise
+    return Path(fh.name)
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     """`with atomic_write(p) as fh:` — `p` appears complete on success, untouched on error."""

@@ -28,6 +28,7 @@ from genos_cli.atomic import (
     publish,
     remove_stale_temps,
     temp_beside,
+    write_temp,
 )
 from genos_cli.data.fasta import ReadStats, SequenceReader
 from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
@@ -262,21 +263,6 @@ class _TextWriter:
         Path(self._fh.name).unlink(missing_ok=True)
 
 
-def _json_temp(path: Path, payload: dict) -> Path:
-    """`payload` as JSON in a synced temporary file beside `path`, for `publish`."""
-    fh = temp_beside(path, "w")
-    try:
-        with fh:
-            json.dump(payload, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        Path(fh.name).unlink(missing_ok=True)
-        raise
-    return Path(fh.name)
-
-
 class _Outputs:
     """Everything a run writes — each split's `.bin/.idx`, the text files, the manifest —
     kept under temporary names until `commit` renames it all into place; `abort` removes it."""
@@ -326,7 +312,8 @@ class _Outputs:
             text.finish()
 
     def commit(self, manifest: dict) -> None:
-        self.manifest_tmp = _json_temp(self.plan.manifest, manifest)
+        text = json.dumps(manifest, indent=2, default=str) + "\n"
+        self.manifest_tmp = write_temp(self.plan.manifest, text.encode())
         # Everything is on disk under temporary names: publishing is renames, manifest last,
         # so a run killed now leaves at most a .bin/.idx pair without its manifest.
         for writer in self.writers.values():
