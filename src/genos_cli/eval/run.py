@@ -50,30 +50,35 @@ class LMOptions:
     device: str | None = None
 
 
+def _recorded_data(ckpt: checkpoint.LoadedCheckpoint, split: str) -> tuple[list[Path], Path | None]:
+    """The prefixes of the run's `split` data ("train" or "val") as the checkpoint records
+    them, and the first of them that is gone (None when all are there)."""
+    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get(split, [])]
+    return recorded, next((p for p in recorded if not Path(f"{p}.bin").is_file()), None)
+
+
 def _markov_sources(opts: LMOptions, ckpt: checkpoint.LoadedCheckpoint) -> list[Path] | str:
     """Paths to fit the Markov model on, or why there are none."""
     if opts.markov_data:
         return opts.markov_data
-    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("train", [])]
+    recorded, missing = _recorded_data(ckpt, "train")
     if not recorded:
         return "the checkpoint does not record its training data; pass --markov-data"
-    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
-    if missing:
-        return f"its training data {missing[0]} is gone; pass --markov-data"
+    if missing is not None:
+        return f"its training data {missing} is gone; pass --markov-data"
     return recorded
 
 
 def _recorded_validation_data(ckpt: checkpoint.LoadedCheckpoint) -> list[Path]:
     """The validation split of the run's own data, as the checkpoint records it."""
-    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("val", [])]
+    recorded, missing = _recorded_data(ckpt, "val")
     if not recorded:
         raise GenosError(
             f"{ckpt.path} records no validation data (its run had none, or it predates "
             "genos recording it); pass --data"
         )
-    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
-    if missing:
-        raise GenosError(f"the run's validation data {missing[0]} is gone; pass --data")
+    if missing is not None:
+        raise GenosError(f"the run's validation data {missing} is gone; pass --data")
     return recorded
 
 
