@@ -19,6 +19,11 @@ OverwriteOption = Annotated[
 ]
 
 
+def _say(text: str) -> None:
+    """One line of plain text (paths and numbers uncoloured), wrapped by the terminal."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def _export() -> None:
     """Export a trained model to Hugging Face transformers (Mixtral), or import one back."""
@@ -38,18 +43,14 @@ def hf(
 
     result = export_hf(checkpoint, out_dir, overwrite=overwrite)
     step = f" (step {result.step:,})" if result.step is not None else ""
-    console.print(
+    _say(
         f"exported {result.source}{step}: Mixtral, {result.parameters:,} parameters, "
-        f"{result.tokenizer_kind} tokenizer",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.tokenizer_kind} tokenizer"
     )
     console.print(f"[bold]wrote[/] {out_dir}: {', '.join(result.files)}", soft_wrap=True)
-    console.print(
+    _say(
         f'load it with AutoModelForCausalLM.from_pretrained("{out_dir}") and '
-        f'AutoTokenizer.from_pretrained("{out_dir}")',
-        highlight=False,
-        soft_wrap=True,
+        f'AutoTokenizer.from_pretrained("{out_dir}")'
     )
 
 
@@ -90,10 +91,8 @@ def import_hf(
         tokenizer_model=tokenizer_model,
     )
     origin = "exported by genos: its config restored" if result.from_genos else "Mixtral"
-    console.print(
+    _say(
         f"imported {result.source} ({origin}): {result.parameters:,} parameters, "
-        f"{result.tokenizer_kind} tokenizer",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.tokenizer_kind} tokenizer"
     )
     console.print(f"[bold]wrote[/] checkpoint {out_dir}", soft_wrap=True)

@@ -37,7 +37,8 @@ def _check_vocab_fits_uint16(value: int) -> int:
     return value
 
 
-VocabSize = Annotated[int, AfterValidator(_check_vocab_fits_uint16)]
+# A vocabulary size: positive, and small enough for uint16 token ids.
+VocabSize = Annotated[int, Field(gt=0), AfterValidator(_check_vocab_fits_uint16)]
 
 
 def tenth(value: float) -> float:
@@ -78,7 +79,6 @@ class ModelConfig(_Section):
     )
     vocab_size: VocabSize = Field(
         default=128,
-        gt=0,
         description="Rows of the embedding and output head; at least the tokenizer's vocab.",
     )
     max_seq_length: int = Field(
@@ -147,7 +147,6 @@ class TokenizerConfig(_Section):
     )
     vocab_size: VocabSize = Field(
         default=128,
-        gt=0,
         description=f"Token ids the tokenizer uses; {NUCLEOTIDE_VOCAB_SIZE} for 'nucleotide'.",
     )
 
