@@ -29,7 +29,7 @@ from genos_cli.errors import GenosError
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-# Preset name -> file under configs/. The file names keep the seed layout's labels.
+# Preset name -> file under configs/. The file names keep the reference layout's labels.
 PRESET_FILES: dict[str, str] = {
     "small": "small_8m.yaml",
     "medium": "medium_35m.yaml",

@@ -55,7 +55,7 @@ class PreprocessSettings:
     hf_dataset: HFDatasetSpec | None = None  # read after the files, like one more file
     append_eod: bool = True
     workers: int = 1
-    write_text: Path | None = None  # directory for the seed's train.txt / val.txt
+    write_text: Path | None = None  # directory for train.txt / val.txt (plain text)
     overwrite: bool = False
     batch_bp: int = 1 << 20
 
@@ -236,7 +236,7 @@ def _encoded(
 
 
 class _TextWriter:
-    """The seed's text format: one sequence per line, written atomically."""
+    """Plain text, one sequence per line (the reference text format), written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -1,4 +1,4 @@
-"""The seed's training path: a genos run as a Megatron-LM `pretrain_gpt.py` command.
+"""A genos run as a Megatron-LM `pretrain_gpt.py` command (the reference training path).
 
 `pretrain_gpt_args` maps a genos config, its data prefixes, tokenizer and world size to the
 flags that build the same model and schedule in Megatron-LM (flag names from
