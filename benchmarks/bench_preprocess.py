@@ -33,12 +33,12 @@ DEFAULT_GENOMES = REPO.parent / "shared" / "data" / "genomes"
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from genos_cli.data.pipeline import PreprocessSettings, plan, run
+from genos_cli.data.pipeline import PreprocessSettings, make_plan, run
 genomes, out, kind, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 settings = PreprocessSettings(inputs=(Path(genomes),), output_prefix=Path(out),
                               tokenizer_kind=kind, workers=workers)
 t0 = time.perf_counter()
-result = run(plan(settings))
+result = run(make_plan(settings))
 seconds = time.perf_counter() - t0
 # Peak of the whole process tree, bounded above by main + workers x the largest worker.
 main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -77,7 +77,7 @@ def bare_loop(prefix: Path, micro: int, steps: int, compile: bool) -> dict[str, 
     seconds, losses = [], []
     for step in range(steps):
         t0 = time.perf_counter()
-        lr = cosine_lr(step, lr=t.lr, min_lr=t.min_lr, warmup_steps=plan.warmup_steps,
+        lr = cosine_lr(step, lr=t.lr, min_lr=t.final_lr, warmup_steps=plan.warmup_steps,
                        total_steps=steps)  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr

@@ -1,4 +1,4 @@
-"""Write files so that a reader never sees a half-written one: temp file + rename.
+"""Write files and directories so that a reader never sees a half-written one: temp + rename.
 
 Temporary files are hidden and named after the file they become, the host and the process
 writing them (`.NAME.HOST-PID.XXXXXXXX.tmp`), so a later run can tell the leftovers of a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -152,6 +153,19 @@ def disk_full(directory: Path, *, below: int = 1 << 20) -> bool:
     return st.f_bavail * st.f_frsize < below
 
 
+def write_temp(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, for `publish` to rename into place;
+    nothing is left behind when writing fails."""
+    fh = temp_beside(path)
+    try:
+        with fh:
+            fh.write(data)
+    except BaseException:
+        Path(fh.name).unlink(missing_ok=True)
+        raise
+    return Path(fh.name)
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     """`with atomic_write(p) as fh:` — `p` appears complete on success, untouched on error."""
@@ -163,6 +177,37 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(fh.name).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(staging: Path, final: Path, aside: Path) -> None:
+    """Rename the complete directory `staging` to `final`, durably.
+
+    A directory cannot be renamed over a non-empty one, so an existing `final` is first
+    renamed to `aside` (replacing what an interrupted earlier swap left there); the caller
+    deletes `aside` once nothing needs the old directory.
+    """
+    if final.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
+    os.replace(staging, final)
+    fsync_dir(final.parent)
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """`with atomic_dir(d) as tmp:` — fill the temporary directory `tmp`; `d` becomes it
+    (replacing an existing `d`) on success, and is untouched on error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    aside = path.with_name(f".{path.name}.{os.getpid()}.old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        replace_dir(tmp, path, aside)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class BackgroundSync:

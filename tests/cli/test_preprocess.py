@@ -176,8 +176,19 @@ def test_bad_tokenizer_model(tmp_path: Path, ecoli_fasta: Path) -> None:
 
 def test_option_errors(tmp_path: Path, ecoli_fasta: Path) -> None:
     out = tmp_path / "x"
-    assert_user_error(genos("preprocess", ecoli_fasta, "-o", out, "--val-ratio", "1.5"), "[0, 1)")
-    assert_user_error(genos("preprocess", ecoli_fasta, "-o", out, "--min-length", "600"), "600")
+    # The schema checks the values; the message names the option, not the setting.
+    assert_user_error(
+        genos("preprocess", ecoli_fasta, "-o", out, "--val-ratio", "1.5"),
+        "--val-ratio must be less than 1, got 1.5",
+    )
+    assert_user_error(
+        genos("preprocess", ecoli_fasta, "-o", out, "--min-length", "600"),
+        "--min-length (600) must not exceed --seq-length (512)",
+    )
+    assert_user_error(
+        genos("preprocess", ecoli_fasta, "-o", out, "--seq-length", "0", "--stride", "0"),
+        "--seq-length must be greater than 0, got 0; --stride must be at least 1, got 0",
+    )
     assert_user_error(
         genos("preprocess", ecoli_fasta, "-o", out, "--nucleotide-tokenizer", "--tokenizer-model",
               default_tokenizer_path()),

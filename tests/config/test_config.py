@@ -335,6 +335,12 @@ def test_training_rejects(changes: dict[str, Any], needle: str) -> None:
     assert needle in str(exc.value)
 
 
+def test_min_lr_defaults_to_a_tenth_of_lr() -> None:
+    assert load_config("small").training.min_lr == 6e-5  # written 6.0e-4 / 10, not 5.99...e-5
+    assert load_config("small", overrides={"training.lr": 3e-3}).training.min_lr == 3e-4
+    assert TrainingConfig(**TRAINING, lr=1e-3, min_lr=1e-5).min_lr == 1e-5  # explicit wins
+
+
 def test_genos_config_cross_section_checks() -> None:
     base = load_config().model_dump()
     bad = apply_overrides(base, {"tokenizer.vocab_size": 256, "training.expert_parallel_size": 3})

@@ -32,6 +32,7 @@ from genos_cli.atomic import (
     describe_os_error,
     fsync_dir,
     remove_stale_temps,
+    replace_dir,
 )
 from genos_cli.checkpoint.consolidated import write_consolidated
 from genos_cli.checkpoint.layout import LATEST, latest, staging_name, tag_for
@@ -166,16 +167,12 @@ def _fsync_tree(directory: Path) -> None:
 def _publish(directory: Path, staging: Path, tag: str, step: int) -> None:
     """Rename the complete staging directory into place, then point latest.json at it."""
     _fsync_tree(staging)  # DeepSpeed's torch.save does not sync; latest.json must not lead
-    final = directory / tag
-    old = directory / f".{tag}.old"
-    if final.exists():  # written by a run killed before it updated latest.json
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(staging, final)
-    fsync_dir(directory)
+    aside = directory / f".{tag}.old"
+    # An existing step directory was written by a run killed before it updated latest.json.
+    replace_dir(staging, directory / tag, aside)
     with atomic_write(directory / LATEST, "w") as fh:
         json.dump({"tag": tag, "step": step}, fh)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _prune(directory: Path, *, keep: int, newest: str) -> None:

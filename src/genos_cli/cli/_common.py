@@ -1,17 +1,22 @@
-"""Helpers every subcommand shares: consoles and turning user errors into exit codes."""
+"""Helpers every subcommand shares: consoles, options, flags that set config settings, and
+turning user errors into exit codes."""
 
 from __future__ import annotations
 
 import errno
 import functools
 import os
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from genos_cli.config import setting_field, validation_problems
+from genos_cli.data.vocab import NUCLEOTIDE_VOCAB_SIZE
 from genos_cli.errors import GenosError
 
 console = Console()
@@ -19,6 +24,7 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 _ENVIRONMENT_ERRORS = {
     errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
@@ -53,3 +59,90 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+# -- flags that set config settings: the schema is their single source ---------------------
+
+
+def config_help(path: str, *, show_default: bool = False) -> str:
+    """The --help text of the flag that sets the config setting `path` (e.g. "training.lr"):
+    the setting's description in the schema, so the two cannot drift apart."""
+    field = setting_field(path)
+    text = field.description or ""
+    if not show_default:
+        return text
+    default = field.get_default(call_default_factory=True)
+    shown = str(default).lower() if isinstance(default, bool) else str(default)
+    text = text.rstrip(".")
+    if text.endswith(")"):  # "... (reproducible)" -> "... (reproducible; default: 1234)."
+        return f"{text[:-1]}; default: {shown})."
+    return f"{text} (default: {shown})."
+
+
+def flag_name(param: str) -> str:
+    """The option Typer makes of parameter `param`: seq_length -> --seq-length."""
+    return "--" + param.replace("_", "-")
+
+
+def flag_settings(params: Mapping[str, Any], options: Mapping[str, str]) -> dict[str, Any]:
+    """The settings set by the options given: `options` maps parameter names to setting
+    names, `params` holds the parameters' values (a command's `ctx.params`); None = not given."""
+    return {setting: params[name] for name, setting in options.items() if params[name] is not None}
+
+
+def validated(model: type[M], values: Mapping[str, Any], flags: Mapping[str, str]) -> M:
+    """`model` validated from `values`; a GenosError otherwise, in one sentence that names
+    each setting by the flag that sets it (`flags`: setting name -> flag)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = validation_problems(exc, flags)
+        raise GenosError("; ".join(f"{where} {what}".strip() for where, what in problems)) from None
+
+
+def tokenizer_choice(
+    model: Path | None, nucleotide: bool, *, nucleotide_flag: str = "--nucleotide-tokenizer"
+) -> str | None:
+    """The tokenizer kind --tokenizer-model / --nucleotide-tokenizer choose: "bpe",
+    "nucleotide", or None when neither is given."""
+    if nucleotide and model is not None:
+        raise GenosError(f"use either --tokenizer-model or {nucleotide_flag}, not both")
+    if nucleotide:
+        return "nucleotide"
+    return "bpe" if model is not None else None
+
+
+def tokenizer_settings(model: Path | None, nucleotide: bool) -> dict[str, Any]:
+    """The `tokenizer` settings that --tokenizer-model / --nucleotide-tokenizer choose ({} for
+    neither: the config's own)."""
+    kind = tokenizer_choice(model, nucleotide)
+    if kind == "nucleotide":
+        return {"kind": kind, "model_path": None, "vocab_size": NUCLEOTIDE_VOCAB_SIZE}
+    if kind == "bpe":
+        return {"kind": kind, "model_path": model}
+    return {}
+
+
+# -- options several commands share ---------------------------------------------------------
+
+CheckpointArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A checkpoint (step_XXXXXXXX), a run's checkpoints directory or its output "
+        "directory (the latest checkpoint is used).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="cpu, cuda or cuda:N (default: a GPU when present).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+TokenizerModelOpt = Annotated[
+    Path | None, typer.Option(help=config_help("tokenizer.model_path"), show_default=False)
+]
+NucleotideTokenizerOpt = Annotated[
+    bool,
+    typer.Option(
+        "--nucleotide-tokenizer", help="Use the one-token-per-base tokenizer instead of BPE."
+    ),
+]

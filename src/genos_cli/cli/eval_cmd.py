@@ -17,7 +17,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from typer.core import TyperGroup
 
-from genos_cli.cli._common import console, err_console, reports_errors
+from genos_cli.cli._common import (
+    CheckpointArg,
+    DeviceOpt,
+    JsonOpt,
+    console,
+    err_console,
+    reports_errors,
+)
 
 
 class _DefaultToLM(TyperGroup):
@@ -35,19 +42,6 @@ app = typer.Typer(
     help="Evaluate a checkpoint: bits per base against baselines (default), or a probe.",
     no_args_is_help=True,
 )
-
-CheckpointArg = Annotated[
-    Path,
-    typer.Argument(
-        help="A checkpoint (step_XXXXXXXX), a run's checkpoints directory or its output "
-        "directory (the latest checkpoint is used).",
-        show_default=False,
-    ),
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="cpu, cuda or cuda:N (default: a GPU when present).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 class _Bar:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from genos_cli.cli._common import console, reports_errors
-from genos_cli.errors import GenosError
+from genos_cli.cli._common import CheckpointArg, console, reports_errors, tokenizer_choice
 
 app = typer.Typer(
     help="Export a trained model to Hugging Face transformers, or import one back.",
@@ -20,6 +19,11 @@ OverwriteOption = Annotated[
 ]
 
 
+def _say(text: str) -> None:
+    """One line of plain text (paths and numbers uncoloured), wrapped by the terminal."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def _export() -> None:
     """Export a trained model to Hugging Face transformers (Mixtral), or import one back."""
@@ -28,14 +32,7 @@ def _export() -> None:
 @app.command("hf")
 @reports_errors
 def hf(
-    checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            help="A checkpoint: a step directory, a run's checkpoints directory or its output "
-            "directory (the latest checkpoint).",
-            show_default=False,
-        ),
-    ],
+    checkpoint: CheckpointArg,
     out_dir: Annotated[
         Path, typer.Argument(help="Directory to write the model to.", show_default=False)
     ],
@@ -46,18 +43,14 @@ def hf(
 
     result = export_hf(checkpoint, out_dir, overwrite=overwrite)
     step = f" (step {result.step:,})" if result.step is not None else ""
-    console.print(
+    _say(
         f"exported {result.source}{step}: Mixtral, {result.parameters:,} parameters, "
-        f"{result.tokenizer_kind} tokenizer",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.tokenizer_kind} tokenizer"
     )
     console.print(f"[bold]wrote[/] {out_dir}: {', '.join(result.files)}", soft_wrap=True)
-    console.print(
+    _say(
         f'load it with AutoModelForCausalLM.from_pretrained("{out_dir}") and '
-        f'AutoTokenizer.from_pretrained("{out_dir}")',
-        highlight=False,
-        soft_wrap=True,
+        f'AutoTokenizer.from_pretrained("{out_dir}")'
     )
 
 
@@ -90,20 +83,16 @@ def import_hf(
     """Write a Hugging Face Mixtral directory as a genos checkpoint directory."""
     from genos_cli.interop.hf_export import import_hf as run_import
 
-    if nucleotide_tokenizer and tokenizer_model is not None:
-        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
     result = run_import(
         hf_dir,
         out_dir,
         overwrite=overwrite,
-        tokenizer_kind="nucleotide" if nucleotide_tokenizer else None,
+        tokenizer_kind=tokenizer_choice(tokenizer_model, nucleotide_tokenizer),
         tokenizer_model=tokenizer_model,
     )
     origin = "exported by genos: its config restored" if result.from_genos else "Mixtral"
-    console.print(
+    _say(
         f"imported {result.source} ({origin}): {result.parameters:,} parameters, "
-        f"{result.tokenizer_kind} tokenizer",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.tokenizer_kind} tokenizer"
     )
     console.print(f"[bold]wrote[/] checkpoint {out_dir}", soft_wrap=True)

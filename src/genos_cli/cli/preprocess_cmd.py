@@ -4,181 +4,202 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from genos_cli.cli._common import console, reports_errors
+from genos_cli.cli._common import (
+    NucleotideTokenizerOpt,
+    TokenizerModelOpt,
+    config_help,
+    console,
+    flag_name,
+    flag_settings,
+    reports_errors,
+    tokenizer_settings,
+    validated,
+)
+from genos_cli.config import DataConfig, TokenizerConfig
 from genos_cli.errors import GenosError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from genos_cli.data.hf_source import HFDatasetSpec
+    from genos_cli.data.pipeline import PreprocessPlan, PreprocessResult
 
-    from genos_cli.data.pipeline import Plan, PreprocessResult
+# Options that each set one `data` setting: parameter name -> setting name.
+_DATA_OPTIONS = {
+    "seq_length": "sequence_length_bp",
+    "stride": "stride_bp",
+    "min_length": "min_length_bp",
+    "val_ratio": "val_ratio",
+    "split_seed": "split_seed",
+    "append_eod": "append_eod",
+}
+
+
+def _data_option(setting: str, *, show_default: bool = True) -> Any:
+    return typer.Option(help=config_help(f"data.{setting}", show_default=show_default))
+
+
+OutputPrefixOpt = Annotated[
+    Path,
+    typer.Option(
+        "--output-prefix",
+        "-o",
+        help="Writes PREFIX_train_text_document.{bin,idx}, PREFIX_val_text_document.{bin,idx} "
+        "(PREFIX_text_document.* without a split) and PREFIX.json.",
+    ),
+]
+InputsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="FASTA (multi-record, .gz/.bz2/.xz) or one-sequence-per-line text files, "
+        "or directories of them (default: the E. coli genome shipped with genos).",
+        show_default=False,
+    ),
+]
+HoldoutOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="A file whose sequences all go to validation (repeatable)."),
+]
+AppendEodOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--append-eod/--no-append-eod",
+        help=config_help("data.append_eod", show_default=True),
+        show_default=False,
+    ),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(help="Encoding processes; 0 = one per CPU core for BPE, 1 for nucleotide."),
+]
+WriteTextOpt = Annotated[
+    Path | None,
+    typer.Option(help="Also write DIR/train.txt and DIR/val.txt, one sequence per line."),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(help="Take data and tokenizer settings from this genos config file."),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+
+
+def _hf_option(text: str) -> Any:
+    return typer.Option(help=text, rich_help_panel="Hugging Face datasets")
+
+
+HFDatasetOpt = Annotated[
+    str | None,
+    _hf_option(
+        "Also read this Hugging Face dataset, streamed (a Hub id such as "
+        "InstaDeepAI/multi_species_genomes, or a local path; needs the datasets package)."
+    ),
+]
 
 
 @reports_errors
 def preprocess(
-    output_prefix: Annotated[
-        Path,
-        typer.Option(
-            "--output-prefix",
-            "-o",
-            help="Writes PREFIX_train_text_document.{bin,idx}, PREFIX_val_text_document.{bin,idx} "
-            "(PREFIX_text_document.* without a split) and PREFIX.json.",
-        ),
-    ],
-    inputs: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="FASTA (multi-record, .gz/.bz2/.xz) or one-sequence-per-line text files, "
-            "or directories of them (default: the E. coli genome shipped with genos).",
-            show_default=False,
-        ),
-    ] = None,
-    tokenizer_model: Annotated[
-        Path | None,
-        typer.Option(help="SentencePiece model to encode with (default: the one shipped)."),
-    ] = None,
-    nucleotide_tokenizer: Annotated[
-        bool,
-        typer.Option(
-            "--nucleotide-tokenizer", help="Encode one token per base (DNANucleotideTokenizer)."
-        ),
-    ] = False,
-    seq_length: Annotated[
-        int | None, typer.Option(help="Sequence length in bp (default: 512).")
-    ] = None,
-    stride: Annotated[
-        int | None, typer.Option(help="Distance between sequence starts in bp (default: length).")
-    ] = None,
-    min_length: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep run ends at least this long as shorter sequences (default: length)."
-        ),
-    ] = None,
-    val_ratio: Annotated[
-        float | None,
-        typer.Option(
-            help="Share of sequences for validation; 0 writes one data set (default: 0.02)."
-        ),
-    ] = None,
-    split_seed: Annotated[int | None, typer.Option(help="Seed of the train/val split.")] = None,
-    holdout: Annotated[
-        list[Path] | None,
-        typer.Option(help="A file whose sequences all go to validation (repeatable)."),
-    ] = None,
-    append_eod: Annotated[
-        bool | None,
-        typer.Option(
-            "--append-eod/--no-append-eod",
-            help="End each sequence with the end-of-document token (default: on).",
-            show_default=False,
-        ),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(help="Encoding processes; 0 = one per CPU core for BPE, 1 for nucleotide."),
-    ] = 0,
-    write_text: Annotated[
-        Path | None,
-        typer.Option(help="Also write DIR/train.txt and DIR/val.txt, one sequence per line."),
-    ] = None,
-    hf_dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="Also read this Hugging Face dataset, streamed (a Hub id such as "
-            "InstaDeepAI/multi_species_genomes, or a local path; needs the datasets package).",
-            rich_help_panel="Hugging Face datasets",
-        ),
-    ] = None,
-    hf_split: Annotated[
-        str, typer.Option(help="Split to read.", rich_help_panel="Hugging Face datasets")
-    ] = "train",
-    hf_column: Annotated[
-        str,
-        typer.Option(help="Column holding the DNA.", rich_help_panel="Hugging Face datasets"),
-    ] = "sequence",
+    ctx: typer.Context,
+    output_prefix: OutputPrefixOpt,
+    inputs: InputsArg = None,
+    tokenizer_model: TokenizerModelOpt = None,
+    nucleotide_tokenizer: NucleotideTokenizerOpt = False,
+    seq_length: Annotated[int | None, _data_option("sequence_length_bp")] = None,
+    stride: Annotated[int | None, _data_option("stride_bp", show_default=False)] = None,
+    min_length: Annotated[int | None, _data_option("min_length_bp", show_default=False)] = None,
+    val_ratio: Annotated[float | None, _data_option("val_ratio")] = None,
+    split_seed: Annotated[int | None, _data_option("split_seed")] = None,
+    holdout: HoldoutOpt = None,
+    append_eod: AppendEodOpt = None,
+    workers: WorkersOpt = 0,
+    write_text: WriteTextOpt = None,
+    hf_dataset: HFDatasetOpt = None,
+    hf_split: Annotated[str, _hf_option("Split to read.")] = "train",
+    hf_column: Annotated[str, _hf_option("Column holding the DNA.")] = "sequence",
     hf_config: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset configuration (subset), if it has several.",
-            rich_help_panel="Hugging Face datasets",
-        ),
+        str | None, _hf_option("Dataset configuration (subset), if it has several.")
     ] = None,
     hf_revision: Annotated[
-        str | None,
-        typer.Option(
-            help="Branch, tag or commit of a Hub dataset.", rich_help_panel="Hugging Face datasets"
-        ),
+        str | None, _hf_option("Branch, tag or commit of a Hub dataset.")
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="Take data and tokenizer settings from this genos config file."),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing output files.")
-    ] = False,
+    config: ConfigOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Prepare genomes as Megatron-LM training data: cut into ACGT sequences, split
     train/val, tokenize, write `.bin/.idx` (readable by Megatron-LM)."""
-    from genos_cli.config import DataConfig, TokenizerConfig, load_config
     from genos_cli.data.hf_source import HFDatasetSpec
-    from genos_cli.data.pipeline import PreprocessSettings, plan, run
-    from genos_cli.data.sources import default_genome_path
-    from genos_cli.data.windows import WindowSpec
+    from genos_cli.data.pipeline import PreprocessSettings, make_plan
 
+    data, tokenizer = _settings(
+        config,
+        flag_settings(ctx.params, _DATA_OPTIONS),
+        tokenizer_settings(tokenizer_model, nucleotide_tokenizer),
+    )
+    workers = _workers(workers, tokenizer.kind)
     hf = None
     if hf_dataset is not None:
         hf = HFDatasetSpec(hf_dataset, hf_split, hf_column, hf_config, hf_revision)
-    if not inputs and hf is None:
-        inputs = [default_genome_path()]
-        console.print(f"no input given: using the embedded E. coli K-12 genome ({inputs[0]})")
-
-    data, tok = DataConfig(), TokenizerConfig()
-    if config is not None:
-        cfg = load_config(path=config)
-        data, tok = cfg.data, cfg.tokenizer
-    if nucleotide_tokenizer and tokenizer_model is not None:
-        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
-    kind = "nucleotide" if nucleotide_tokenizer else ("bpe" if tokenizer_model else tok.kind)
-    model = tokenizer_model if tokenizer_model is not None else tok.model_path
-    length = seq_length if seq_length is not None else data.sequence_length_bp
-    window_stride = stride if stride is not None else (data.stride_bp or length)
-    window_min = min_length if min_length is not None else (data.min_length_bp or length)
-    for flag, value in (("--seq-length", length), ("--stride", window_stride)):
-        if value < 1:
-            raise GenosError(f"{flag} must be a positive number of bp, got {value}")
-    if not 1 <= window_min <= length:
-        raise GenosError(
-            f"--min-length must be between 1 and the length ({length}), got {window_min}"
-        )
-    if workers < 0:
-        raise GenosError(f"--workers must be 0 (auto) or more, got {workers}")
-    if workers == 0:
-        workers = 1 if kind == "nucleotide" else max(1, os.cpu_count() or 1)
     settings = PreprocessSettings(
-        inputs=tuple(inputs or ()),
+        inputs=_inputs(inputs, hf),
         output_prefix=output_prefix,
-        tokenizer_kind=kind,
-        tokenizer_model=model if kind == "bpe" else None,
-        window=WindowSpec(length=length, stride=window_stride, min_length=window_min),
-        val_ratio=val_ratio if val_ratio is not None else data.val_ratio,
-        split_seed=split_seed if split_seed is not None else data.split_seed,
+        tokenizer_kind=tokenizer.kind,
+        tokenizer_model=tokenizer.model_path,
+        window=data.window_spec(),
+        val_ratio=data.val_ratio,
+        split_seed=data.split_seed,
         holdout=tuple(holdout or ()),
         hf_dataset=hf,
-        append_eod=append_eod if append_eod is not None else data.append_eod,
+        append_eod=data.append_eod,
         workers=workers,
         write_text=write_text,
         overwrite=overwrite,
     )
-    the_plan = plan(settings)
-    result = _run_with_progress(the_plan, run)
+    result = _run_with_progress(make_plan(settings))
     _render_summary(result, workers)
 
 
-def _run_with_progress(the_plan: Plan, run: Callable[..., PreprocessResult]) -> PreprocessResult:
+def _settings(
+    config: Path | None, data_flags: dict[str, Any], tokenizer_flags: dict[str, Any]
+) -> tuple[DataConfig, TokenizerConfig]:
+    """The data and tokenizer settings: the options given over `config`'s (or the defaults),
+    checked by the schema; a wrong value is reported under its option's name."""
+    from genos_cli.config import load_config
+
+    data: dict[str, Any] = {}
+    tokenizer: dict[str, Any] = {}
+    if config is not None:
+        cfg = load_config(path=config)
+        data, tokenizer = cfg.data.model_dump(), cfg.tokenizer.model_dump()
+    flags = {setting: flag_name(param) for param, setting in _DATA_OPTIONS.items()}
+    return (
+        validated(DataConfig, {**data, **data_flags}, flags),
+        validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {}),
+    )
+
+
+def _workers(workers: int, tokenizer_kind: str) -> int:
+    """--workers, with 0 (auto) resolved: nucleotide encoding is too cheap to parallelise."""
+    if workers < 0:
+        raise GenosError(f"--workers must be 0 (auto) or more, got {workers}")
+    if workers == 0:
+        return 1 if tokenizer_kind == "nucleotide" else max(1, os.cpu_count() or 1)
+    return workers
+
+
+def _inputs(inputs: list[Path] | None, hf: HFDatasetSpec | None) -> tuple[Path, ...]:
+    """The files to read; the embedded E. coli genome when neither files nor a dataset are
+    named."""
+    from genos_cli.data.sources import default_genome_path
+
+    if inputs or hf is not None:
+        return tuple(inputs or ())
+    genome = default_genome_path()
+    console.print(f"no input given: using the embedded E. coli K-12 genome ({genome})")
+    return (genome,)
+
+
+def _run_with_progress(plan: PreprocessPlan) -> PreprocessResult:
     from rich.progress import (
         BarColumn,
         Progress,
@@ -187,6 +208,8 @@ def _run_with_progress(the_plan: Plan, run: Callable[..., PreprocessResult]) -> 
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+
+    from genos_cli.data.pipeline import run
 
     with Progress(
         TextColumn("[bold]preprocessing"),
@@ -202,7 +225,7 @@ def _run_with_progress(the_plan: Plan, run: Callable[..., PreprocessResult]) -> 
         disable=not console.is_terminal,
     ) as progress:
         # A streamed dataset has no known size: the bar then only shows bases and rate.
-        total = None if the_plan.settings.hf_dataset else the_plan.input_bytes
+        total = None if plan.settings.hf_dataset else plan.input_bytes
         task = progress.add_task("preprocess", total=total, bp="", rate="")
 
         def update(done_bytes: int, bases: int) -> None:
@@ -214,7 +237,7 @@ def _run_with_progress(the_plan: Plan, run: Callable[..., PreprocessResult]) -> 
                 rate=f"{bases / elapsed / 1e6:,.1f} Mbp/s",
             )
 
-        return run(the_plan, progress=update)
+        return run(plan, progress=update)
 
 
 def _render_summary(result: PreprocessResult, workers: int) -> None:

@@ -16,7 +16,9 @@ from genos_cli.config.presets import (
     preset_file,
     preset_names,
     read_yaml_mapping,
+    setting_field,
     validate_config,
+    validation_problems,
 )
 from genos_cli.config.schema import (
     DataConfig,
@@ -44,5 +46,7 @@ __all__ = [
     "preset_file",
     "preset_names",
     "read_yaml_mapping",
+    "setting_field",
     "validate_config",
+    "validation_problems",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import sys
 import textwrap
 from collections.abc import Hashable, Iterable, Mapping
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from genos_cli.config.schema import GenosConfig
 from genos_cli.errors import GenosError
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     else:
         from importlib.abc import Traversable
 
-# Preset name -> file under configs/. The file names keep the seed layout's labels.
+# Preset name -> file under configs/. The file names keep the reference layout's labels.
 PRESET_FILES: dict[str, str] = {
     "small": "small_8m.yaml",
     "medium": "medium_35m.yaml",
@@ -294,15 +296,44 @@ def _error_messages(err: Mapping[str, Any]) -> list[str]:
     return [f"{err['msg']}, got {got}"]
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """`<source>: N invalid setting(s):` then one `  - dotted.path: message` line per problem."""
-    lines = []
+def _renamed(text: str, names: Mapping[str, str]) -> str:
+    for name, new in names.items():
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}(?!\w)", new, text)
+    return text
+
+
+def validation_problems(
+    exc: ValidationError, names: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """`(where, message)` for each problem in `exc`, `where` the dotted setting ("" for a
+    check across settings). `names` renames settings in both, e.g. `{"stride_bp":
+    "--stride"}` to speak of the command-line flags that set them."""
+    names = names or {}
+    problems = []
     for err in exc.errors(include_url=False):
         where = _dotted(tuple(err["loc"]))
         for message in _error_messages(err):
-            lines.append(f"  - {where}: {message}" if where else f"  - {message}")
+            problems.append((names.get(where, where), _renamed(message, names)))
+    return problems
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """`<source>: N invalid setting(s):` then one `  - dotted.path: message` line per problem."""
+    lines = [
+        f"  - {where}: {message}" if where else f"  - {message}"
+        for where, message in validation_problems(exc)
+    ]
     plural = "" if len(lines) == 1 else "s"
     return "\n".join([f"{source}: {len(lines)} invalid setting{plural}:", *lines])
+
+
+def setting_field(path: str) -> FieldInfo:
+    """The schema field of the setting at dotted `path`, e.g. "training.lr"."""
+    *sections, key = path.split(".")
+    model = _section_model(tuple(sections))
+    if model is None or key not in model.model_fields:
+        raise KeyError(f"no setting {path!r} in the schema")
+    return model.model_fields[key]
 
 
 def validate_config(data: Mapping[str, Any], source: str) -> GenosConfig:

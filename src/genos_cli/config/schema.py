@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genos_cli.data.vocab import MAX_VOCAB_SIZE, NUCLEOTIDE_VOCAB_SIZE
 
+if TYPE_CHECKING:
+    from genos_cli.data.windows import WindowSpec
+
 MAX_NAN_SKIPS = 10  # with on_nan: skip, this many skipped steps in a row stop the run
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+OnNan = Literal["stop", "skip"]
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -30,7 +37,14 @@ def _check_vocab_fits_uint16(value: int) -> int:
     return value
 
 
-VocabSize = Annotated[int, AfterValidator(_check_vocab_fits_uint16)]
+# A vocabulary size: positive, and small enough for uint16 token ids.
+VocabSize = Annotated[int, Field(gt=0), AfterValidator(_check_vocab_fits_uint16)]
+
+
+def tenth(value: float) -> float:
+    """`value` / 10 in decimal, as `value` is written: tenth(6e-4) is 6e-05, where the binary
+    6e-4 / 10 is 5.9999999999999995e-05."""
+    return float(Decimal(repr(value)) / 10)
 
 
 def _raise_all(problems: list[str]) -> None:
@@ -65,7 +79,6 @@ class ModelConfig(_Section):
     )
     vocab_size: VocabSize = Field(
         default=128,
-        gt=0,
         description="Rows of the embedding and output head; at least the tokenizer's vocab.",
     )
     max_seq_length: int = Field(
@@ -130,11 +143,10 @@ class TokenizerConfig(_Section):
     )
     model_path: Path | None = Field(
         default=None,
-        description="SentencePiece .model file; null = the default tokenizer shipped with genos.",
+        description="SentencePiece .model file; unset: the BPE tokenizer shipped with genos.",
     )
     vocab_size: VocabSize = Field(
         default=128,
-        gt=0,
         description=f"Token ids the tokenizer uses; {NUCLEOTIDE_VOCAB_SIZE} for 'nucleotide'.",
     )
 
@@ -165,15 +177,15 @@ class DataConfig(_Section):
         default=None,
         ge=1,
         description=(
-            "Start-to-start distance of fragments in bp; null = sequence_length_bp "
-            "(non-overlapping). Smaller overlaps, larger skips bases."
+            "Start-to-start distance of fragments in bp; unset: the fragment length (no "
+            "overlap). Smaller overlaps, larger skips bases."
         ),
     )
     min_length_bp: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "Shortest fragment kept (e.g. at a contig's end); null = sequence_length_bp "
+            "Shortest fragment kept (e.g. at a contig's end); unset: the fragment length "
             "(shorter fragments are dropped)."
         ),
     )
@@ -181,7 +193,7 @@ class DataConfig(_Section):
         default=0.02,
         ge=0,
         lt=1,
-        description="Fraction of fragments held out for validation when val_data_paths is empty.",
+        description="Fraction of fragments held out for validation; 0 holds out none.",
     )
     split_seed: int = Field(
         default=1234, ge=0, description="Seed of the train/validation split (reproducible)."
@@ -192,11 +204,13 @@ class DataConfig(_Section):
     )
     train_data_paths: list[str] = Field(
         default_factory=list,
-        description="FASTA files or prepared data prefixes to train on; [] = the embedded default.",
+        description="Prepared data to train on (several are blended): `genos preprocess` -o "
+        "prefixes (train and val splits via their manifest) or .bin/.idx prefixes; unset: the "
+        "embedded E. coli genome.",
     )
     val_data_paths: list[str] = Field(
         default_factory=list,
-        description="Validation data; [] = split val_ratio off the training data.",
+        description="Validation data prefixes; unset: the validation splits of the training data.",
     )
 
     @property
@@ -208,6 +222,14 @@ class DataConfig(_Section):
     def effective_min_length_bp(self) -> int:
         """The minimum fragment length actually used: min_length_bp, or the fragment length."""
         return self.sequence_length_bp if self.min_length_bp is None else self.min_length_bp
+
+    def window_spec(self) -> WindowSpec:
+        """The fragmenting these settings describe, as the data pipeline takes it."""
+        from genos_cli.data.windows import WindowSpec  # numpy: not needed for --help
+
+        return WindowSpec(
+            self.sequence_length_bp, self.effective_stride_bp, self.effective_min_length_bp
+        )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DataConfig:
@@ -225,11 +247,14 @@ class DataConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation, precision, parallelism and checkpointing."""
 
-    micro_batch_size: int = Field(gt=0, description="Sequences per GPU per forward/backward.")
+    micro_batch_size: int = Field(
+        gt=0, description="Sequences per process (GPU) in one forward/backward pass."
+    )
     global_batch_size: int = Field(
         gt=0,
         description=(
-            "Sequences per optimizer step over all GPUs; the rest comes from gradient accumulation."
+            "Sequences per optimizer step over all processes; gradient accumulation makes up "
+            "the rest."
         ),
     )
     train_tokens: int = Field(
@@ -237,9 +262,13 @@ class TrainingConfig(_Section):
         description="Training length in tokens; steps = train_tokens / (global_batch_size x "
         "max_seq_length), rounded up.",
     )
-    lr: float = Field(default=6e-4, gt=0, description="Peak learning rate (AdamW).")
-    min_lr: float = Field(
-        default=6e-5, ge=0, description="Learning rate at the end of the cosine decay."
+    lr: float = Field(
+        default=6e-4, gt=0, description="Peak learning rate (AdamW); min_lr defaults to lr / 10."
+    )
+    min_lr: float | None = Field(
+        default=None,
+        ge=0,
+        description="Learning rate at the end of the cosine decay; unset: lr / 10.",
     )
     warmup_steps: int = Field(
         default=100,
@@ -253,7 +282,7 @@ class TrainingConfig(_Section):
     grad_clip: float = Field(
         default=1.0, ge=0, description="Clip the global gradient norm to this; 0 turns it off."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         default="auto",
         description="Compute precision; 'auto' = bf16 where the GPU supports it, else fp32.",
     )
@@ -262,7 +291,7 @@ class TrainingConfig(_Section):
         description="DeepSpeed ZeRO stage (0, 1 or 2; stage 3 does not support MoE).",
     )
     expert_parallel_size: int = Field(
-        default=1, gt=0, description="GPUs the experts of one layer are spread over."
+        default=1, gt=0, description="Processes (GPUs) the experts of one layer are spread over."
     )
     seed: int = Field(default=1234, ge=0, description="Seed of model init and data order.")
     log_interval: int = Field(default=10, gt=0, description="Log metrics every this many steps.")
@@ -275,7 +304,7 @@ class TrainingConfig(_Section):
     keep_last_checkpoints: int = Field(
         default=3, gt=0, description="Checkpoints kept on disk; older ones are deleted."
     )
-    on_nan: Literal["stop", "skip"] = Field(
+    on_nan: OnNan = Field(
         default="stop",
         description="A non-finite loss or gradient: 'stop' ends the run with an error naming "
         f"the step; 'skip' drops that step's update, logs a warning and goes on ({MAX_NAN_SKIPS} "
@@ -293,8 +322,18 @@ class TrainingConfig(_Section):
             raise ValueError("ZeRO-3 does not support Mixture-of-Experts layers; use 0, 1 or 2")
         return value
 
+    @property
+    def final_lr(self) -> float:
+        """The learning rate at the end of the decay: `min_lr`, resolved (never None once
+        validated)."""
+        assert self.min_lr is not None
+        return self.min_lr
+
     @model_validator(mode="after")
     def _check_batches_and_lr(self) -> TrainingConfig:
+        if self.min_lr is None:
+            # Resolved once, here, so every reader (trainer, Megatron command) sees a number.
+            self.min_lr = tenth(self.lr)
         problems = []
         if self.global_batch_size % self.micro_batch_size:
             problems.append(

@@ -28,6 +28,7 @@ from genos_cli.atomic import (
     publish,
     remove_stale_temps,
     temp_beside,
+    write_temp,
 )
 from genos_cli.data.fasta import ReadStats, SequenceReader
 from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
@@ -54,7 +55,7 @@ class PreprocessSettings:
     hf_dataset: HFDatasetSpec | None = None  # read after the files, like one more file
     append_eod: bool = True
     workers: int = 1
-    write_text: Path | None = None  # directory for the seed's train.txt / val.txt
+    write_text: Path | None = None  # directory for train.txt / val.txt (plain text)
     overwrite: bool = False
     batch_bp: int = 1 << 20
 
@@ -93,7 +94,7 @@ class PreprocessResult:
 
 
 @dataclass
-class Plan:
+class PreprocessPlan:
     """What a run will read and write, resolved and checked before any work starts."""
 
     settings: PreprocessSettings
@@ -104,6 +105,13 @@ class Plan:
     manifest: Path
     text_files: dict[str, Path]
 
+    def targets(self) -> list[Path]:
+        """Every file the run writes."""
+        files = [self.manifest, *self.text_files.values()]
+        for prefix in self.prefixes.values():
+            files += [bin_path(prefix), idx_path(prefix)]
+        return files
+
 
 def output_prefixes(prefix: Path, split: bool) -> dict[str, Path]:
     """Megatron's naming (`tools/preprocess_data.py`): `<prefix>_text_document`, with the
@@ -113,53 +121,58 @@ def output_prefixes(prefix: Path, split: bool) -> dict[str, Path]:
     return {name: Path(f"{prefix}_{name}_text_document") for name in ("train", "val")}
 
 
-def plan(settings: PreprocessSettings) -> Plan:
+def make_plan(settings: PreprocessSettings) -> PreprocessPlan:
+    """Resolve the inputs and outputs of `settings` and check them: missing inputs, outputs
+    that exist (without `overwrite`), directories that cannot be written."""
     if not 0.0 <= settings.val_ratio < 1.0:
         raise GenosError(f"--val-ratio must be in [0, 1), got {settings.val_ratio}")
     if settings.workers < 1:
         raise GenosError(f"--workers must be at least 1, got {settings.workers}")
+    files, holdout = _input_files(settings)
+    prefixes = output_prefixes(settings.output_prefix, settings.val_ratio > 0 or bool(holdout))
+    text_dir = settings.write_text
+    plan = PreprocessPlan(
+        settings=settings,
+        files=files,
+        holdout=holdout,
+        input_bytes=sum(f.stat().st_size for f in files),
+        prefixes=prefixes,
+        manifest=Path(f"{settings.output_prefix}.json"),
+        text_files={name: text_dir / f"{name}.txt" for name in prefixes} if text_dir else {},
+    )
+    _check_outputs(plan)
+    return plan
+
+
+def _input_files(settings: PreprocessSettings) -> tuple[list[Path], set[Path]]:
+    """The files to read, each once and in order, and the resolved paths of the holdout ones."""
     named = list(settings.inputs) + list(settings.holdout)
     # A Hugging Face dataset may be the only input.
     files = expand_inputs(named) if named or settings.hf_dataset is None else []
     holdout = {p.resolve() for p in expand_inputs(settings.holdout)} if settings.holdout else set()
-    seen: set[Path] = set()
-    unique = []
+    unique: dict[Path, Path] = {}
     for f in files:  # a holdout file also named as input is read once, as holdout
-        if f.resolve() not in seen:
-            seen.add(f.resolve())
-            unique.append(f)
-    split = settings.val_ratio > 0 or bool(holdout)
-    prefixes = output_prefixes(settings.output_prefix, split)
-    manifest = Path(f"{settings.output_prefix}.json")
-    text_files = (
-        {name: settings.write_text / f"{name}.txt" for name in prefixes}
-        if settings.write_text
-        else {}
-    )
-    targets = [manifest, *text_files.values()]
-    for prefix in prefixes.values():
-        targets += [bin_path(prefix), idx_path(prefix)]
-    existing = [t for t in targets if t.exists()]
-    if existing and not settings.overwrite:
-        unfinished = "" if manifest.exists() else f" and {manifest} does not (an interrupted run?)"
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values()), holdout
+
+
+def _check_outputs(plan: PreprocessPlan) -> None:
+    """Refuse to replace existing outputs without `overwrite`, or to start a run whose output
+    directories cannot be created."""
+    existing = [t for t in plan.targets() if t.exists()]
+    if existing and not plan.settings.overwrite:
+        unfinished = (
+            "" if plan.manifest.exists() else f" and {plan.manifest} does not (an interrupted run?)"
+        )
         raise GenosError(
             f"{existing[0]} already exists{unfinished}; pass --overwrite to replace it "
             "(nothing was written)"
         )
-    out_dir = settings.output_prefix.parent
+    out_dir = plan.settings.output_prefix.parent
     if out_dir.exists() and not out_dir.is_dir():
         raise GenosError(f"output directory {out_dir} is a file")
-    for directory in {out_dir, *(t.parent for t in text_files.values())}:
+    for directory in {out_dir, *(t.parent for t in plan.text_files.values())}:
         _check_can_create(directory)
-    return Plan(
-        settings=settings,
-        files=unique,
-        holdout=holdout,
-        input_bytes=sum(f.stat().st_size for f in unique),
-        prefixes=prefixes,
-        manifest=manifest,
-        text_files=text_files,
-    )
 
 
 def _check_can_create(directory: Path) -> None:
@@ -225,7 +238,7 @@ def _encoded(
 
 
 class _TextWriter:
-    """The seed's text format: one sequence per line, written atomically."""
+    """Plain text, one sequence per line (the reference text format), written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -252,31 +265,77 @@ class _TextWriter:
         Path(self._fh.name).unlink(missing_ok=True)
 
 
-def _targets(the_plan: Plan) -> list[Path]:
-    files = [the_plan.manifest, *the_plan.text_files.values()]
-    for prefix in the_plan.prefixes.values():
-        files += [bin_path(prefix), idx_path(prefix)]
-    return files
+class _Outputs:
+    """Everything a run writes — each split's `.bin/.idx`, the text files, the manifest —
+    kept under temporary names until `commit` renames it all into place; `abort` removes it."""
+
+    def __init__(self, plan: PreprocessPlan) -> None:
+        self.plan = plan
+        self.splits = {name: SplitOutput(prefix=str(p)) for name, p in plan.prefixes.items()}
+        self.writers: dict[str, IndexedDatasetWriter] = {}
+        self.texts: dict[str, _TextWriter] = {}
+        self.manifest_tmp: Path | None = None
+        for target in plan.targets():  # temp files of an earlier, killed run
+            remove_stale_temps(target)
+
+    def open(self) -> None:
+        for name, prefix in self.plan.prefixes.items():
+            self.writers[name] = IndexedDatasetWriter(prefix)
+        for name, path in self.plan.text_files.items():
+            self.texts[name] = _TextWriter(path)
+
+    def add(self, batch: WindowBatch, ids: np.ndarray, token_lengths: np.ndarray) -> None:
+        """Append a batch's sequences to the split each belongs to, in order.
+
+        Consecutive sequences of the same split are written as one slice (a view, no copy):
+        with a small validation share, a batch is a handful of slices.
+        """
+        is_val = batch.is_val if "val" in self.writers else np.zeros(len(batch), bool)
+        change = np.flatnonzero(is_val[1:] != is_val[:-1]) + 1
+        seq_bounds = np.concatenate([[0], change, [len(batch)]])
+        tok_bounds = np.concatenate([[0], np.cumsum(token_lengths)])
+        bp_bounds = np.concatenate([[0], np.cumsum(batch.lengths)])
+        for a, b in zip(seq_bounds[:-1].tolist(), seq_bounds[1:].tolist(), strict=True):
+            name = "val" if is_val[a] else "train"
+            t0, t1 = int(tok_bounds[a]), int(tok_bounds[b])
+            self.writers[name].add(ids[t0:t1], token_lengths[a:b])
+            out = self.splits[name]
+            out.sequences += b - a
+            out.tokens += t1 - t0
+            out.bp += int(bp_bounds[b] - bp_bounds[a])
+        for name, text in self.texts.items():
+            text.write(batch, is_val if name == "val" else ~is_val)
+
+    def finish(self) -> None:
+        """Flush every data and text file to disk (still under its temporary name)."""
+        for writer in self.writers.values():
+            writer.finish()
+        for text in self.texts.values():
+            text.finish()
+
+    def commit(self, manifest: dict) -> None:
+        payload = json.dumps(manifest, indent=2, default=str) + "\n"
+        self.manifest_tmp = write_temp(self.plan.manifest, payload.encode())
+        # Everything is on disk under temporary names: publishing is renames, manifest last,
+        # so a run killed now leaves at most a .bin/.idx pair without its manifest.
+        for writer in self.writers.values():
+            writer.commit()
+        for text in self.texts.values():
+            text.commit()
+        publish(self.manifest_tmp, self.plan.manifest)
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+        for text in self.texts.values():
+            text.abort()
+        if self.manifest_tmp is not None:
+            self.manifest_tmp.unlink(missing_ok=True)
 
 
-def _json_temp(path: Path, payload: dict) -> Path:
-    """`payload` as JSON in a synced temporary file beside `path`, for `publish`."""
-    fh = temp_beside(path, "w")
-    try:
-        with fh:
-            json.dump(payload, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        Path(fh.name).unlink(missing_ok=True)
-        raise
-    return Path(fh.name)
-
-
-def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessResult:
+def run(plan: PreprocessPlan, progress: ProgressCallback | None = None) -> PreprocessResult:
     """Execute a checked plan. On any error nothing new is left behind."""
-    settings = the_plan.settings
+    settings = plan.settings
     start = time.perf_counter()
     tokenizer = load_tokenizer(settings.tokenizer_kind, settings.tokenizer_model)
     if tokenizer.vocab_size > MAX_VOCAB_SIZE:
@@ -288,80 +347,78 @@ def run(the_plan: Plan, progress: ProgressCallback | None = None) -> PreprocessR
         seed=settings.split_seed,
         batch_bp=settings.batch_bp,
     )
-    outputs = {name: SplitOutput(prefix=str(p)) for name, p in the_plan.prefixes.items()}
-    writers: dict[str, IndexedDatasetWriter] = {}
-    texts: dict[str, _TextWriter] = {}
-    manifest_tmp: Path | None = None
-    for target in _targets(the_plan):  # temp files of an earlier, killed run
-        remove_stale_temps(target)
+    outputs = _Outputs(plan)
     try:
-        for name, prefix in the_plan.prefixes.items():
-            writers[name] = IndexedDatasetWriter(prefix)
-        for name, path in the_plan.text_files.items():
-            texts[name] = _TextWriter(path)
-
-        def batches() -> Iterator[WindowBatch]:
-            done_bytes = 0
-            for path in the_plan.files:
-                reader = SequenceReader(path, read_stats)
-                yield from windower.windows(
-                    _reporting(reader, done_bytes, read_stats, progress),
-                    holdout=path.resolve() in the_plan.holdout,
-                )
-                done_bytes += path.stat().st_size
-                if progress:
-                    progress(done_bytes, read_stats.bases)
-            if settings.hf_dataset is not None:
-                hf_reader = HFDatasetReader(settings.hf_dataset, read_stats)
-                yield from windower.windows(
-                    _reporting_blocks(hf_reader.blocks(), done_bytes, read_stats, progress)
-                )
-            yield from windower.flush()
-
-        for batch, ids, token_lengths in _encoded(batches(), tokenizer, settings):
-            _route(batch, ids, token_lengths, writers, outputs, texts)
+        outputs.open()
+        batches = _windows(plan, windower, read_stats, progress)
+        for batch, ids, token_lengths in _encoded(batches, tokenizer, settings):
+            outputs.add(batch, ids, token_lengths)
         if windower.stats.sequences == 0:
             raise GenosError(
                 f"no sequence of at least {settings.window.min_length} bp of A/C/G/T was found "
                 "in the input; lower --min-length or check the files"
             )
-        for writer in writers.values():
-            writer.finish()
-        for text in texts.values():
-            text.finish()
+        outputs.finish()
         result = PreprocessResult(
             read=read_stats,
             windows=windower.stats,
-            outputs=outputs,
+            outputs=outputs.splits,
             tokenizer=_tokenizer_info(tokenizer, settings),
             seconds=time.perf_counter() - start,
-            manifest=the_plan.manifest,
-            text_files=list(the_plan.text_files.values()),
+            manifest=plan.manifest,
+            text_files=list(plan.text_files.values()),
         )
-        manifest_tmp = _json_temp(the_plan.manifest, manifest(the_plan, result))
-        # Everything is on disk under temporary names: publishing is renames, manifest last,
-        # so a run killed now leaves at most a .bin/.idx pair without its manifest.
-        for writer in writers.values():
-            writer.commit()
-        for text in texts.values():
-            text.commit()
-        publish(manifest_tmp, the_plan.manifest)
+        outputs.commit(manifest(plan, result))
     except BaseException as exc:
-        for writer in writers.values():
-            writer.abort()
-        for text in texts.values():
-            text.abort()
-        if manifest_tmp is not None:
-            manifest_tmp.unlink(missing_ok=True)
+        outputs.abort()
         if isinstance(exc, OSError) and not isinstance(exc, GenosError):
-            # Disk full, read-only filesystem, ...: one sentence naming where, not a trace.
-            where = Path(exc.filename).parent if exc.filename else settings.output_prefix.parent
-            raise GenosError(
-                f"cannot write the output in {where}: {describe_os_error(exc)} "
-                "(nothing was written)"
-            ) from None
+            raise _write_error(exc, settings) from None
         raise
     return result
+
+
+def _write_error(exc: OSError, settings: PreprocessSettings) -> GenosError:
+    """Disk full, read-only filesystem, ...: one sentence naming where, not a traceback."""
+    where = Path(exc.filename).parent if exc.filename else settings.output_prefix.parent
+    return GenosError(
+        f"cannot write the output in {where}: {describe_os_error(exc)} (nothing was written)"
+    )
+
+
+def _windows(
+    plan: PreprocessPlan,
+    windower: Windower,
+    stats: ReadStats,
+    progress: ProgressCallback | None,
+) -> Iterator[WindowBatch]:
+    """The window batches of every input in order: the files, then a Hugging Face dataset."""
+    done_bytes = 0
+    for path in plan.files:
+        reader = SequenceReader(path, stats)
+        blocks = _reporting(reader.blocks(), done_bytes, stats, progress, reader)
+        yield from windower.windows(blocks, holdout=path.resolve() in plan.holdout)
+        done_bytes += path.stat().st_size
+        if progress:
+            progress(done_bytes, stats.bases)
+    if plan.settings.hf_dataset is not None:
+        hf_reader = HFDatasetReader(plan.settings.hf_dataset, stats)
+        yield from windower.windows(_reporting(hf_reader.blocks(), done_bytes, stats, progress))
+    yield from windower.flush()
+
+
+def _reporting(
+    blocks: Iterator[bytes],
+    done_bytes: int,
+    stats: ReadStats,
+    progress: ProgressCallback | None,
+    reader: SequenceReader | None = None,
+) -> Iterator[bytes]:
+    """`blocks`, reporting progress before each: the bytes of `reader`'s file read so far
+    (a streamed dataset has no size: then progress counts bases only)."""
+    for block in blocks:
+        if progress:
+            progress(done_bytes + (reader.consumed_bytes if reader else 0), stats.bases)
+        yield block
 
 
 def _tokenizer_info(tokenizer: DNATokenizer, settings: PreprocessSettings) -> dict[str, object]:
@@ -375,64 +432,16 @@ def _tokenizer_info(tokenizer: DNATokenizer, settings: PreprocessSettings) -> di
     }
 
 
-def _route(
-    batch: WindowBatch,
-    ids: np.ndarray,
-    token_lengths: np.ndarray,
-    writers: dict[str, IndexedDatasetWriter],
-    outputs: dict[str, SplitOutput],
-    texts: dict[str, _TextWriter],
-) -> None:
-    """Append a batch's sequences to the split each belongs to, in order.
-
-    Consecutive sequences of the same split are written as one slice (a view, no copy):
-    with a small validation share, a batch is a handful of slices.
-    """
-    is_val = batch.is_val if "val" in writers else np.zeros(len(batch), bool)
-    change = np.flatnonzero(is_val[1:] != is_val[:-1]) + 1
-    seq_bounds = np.concatenate([[0], change, [len(batch)]])
-    tok_bounds = np.concatenate([[0], np.cumsum(token_lengths)])
-    bp_bounds = np.concatenate([[0], np.cumsum(batch.lengths)])
-    for a, b in zip(seq_bounds[:-1].tolist(), seq_bounds[1:].tolist(), strict=True):
-        name = "val" if is_val[a] else "train"
-        t0, t1 = int(tok_bounds[a]), int(tok_bounds[b])
-        writers[name].add(ids[t0:t1], token_lengths[a:b])
-        out = outputs[name]
-        out.sequences += b - a
-        out.tokens += t1 - t0
-        out.bp += int(bp_bounds[b] - bp_bounds[a])
-    for name, text in texts.items():
-        text.write(batch, is_val if name == "val" else ~is_val)
-
-
-def _reporting(
-    reader: SequenceReader, done_bytes: int, stats: ReadStats, progress: ProgressCallback | None
-) -> Iterator[bytes]:
-    for block in reader.blocks():
-        if progress:
-            progress(done_bytes + reader.consumed_bytes, stats.bases)
-        yield block
-
-
-def _reporting_blocks(
-    blocks: Iterator[bytes], done_bytes: int, stats: ReadStats, progress: ProgressCallback | None
-) -> Iterator[bytes]:
-    for block in blocks:  # a streamed dataset has no size: progress counts bases only
-        if progress:
-            progress(done_bytes, stats.bases)
-        yield block
-
-
-def manifest(the_plan: Plan, result: PreprocessResult) -> dict:
+def manifest(plan: PreprocessPlan, result: PreprocessResult) -> dict:
     """The record written beside the data: how it was made, so training and evaluation can
     check they use the same tokenizer and settings."""
-    s = the_plan.settings
+    s = plan.settings
     return {
         "genos_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": [str(p) for p in the_plan.files]
+        "inputs": [str(p) for p in plan.files]
         + ([s.hf_dataset.describe()] if s.hf_dataset else []),
-        "holdout": sorted(str(p) for p in the_plan.holdout),
+        "holdout": sorted(str(p) for p in plan.holdout),
         "tokenizer": result.tokenizer,
         "window": asdict(s.window),
         "split": {"val_ratio": s.val_ratio, "seed": s.split_seed},

@@ -201,11 +201,18 @@ def resolve_data(
 # -- checks before training -----------------------------------------------------------------
 
 
-def check_tokenizer_matches(info: TokenizerInfo | None, tokenizer: DNATokenizer) -> None:
-    """Refuse to train with a tokenizer other than the one the data was made with.
+def check_tokenizer_matches(
+    info: TokenizerInfo | None,
+    tokenizer: DNATokenizer,
+    *,
+    user: str = "this run uses",
+    remedy: str = "train with the data's tokenizer or run genos preprocess again with this one",
+) -> None:
+    """Refuse data made with a tokenizer other than `tokenizer`.
 
-    Without a manifest (`info` None) there is nothing to compare; the vocabulary check
-    below still guards the embedding.
+    The message reads "<data> was made with the X tokenizer (...), but `user` the Y tokenizer
+    (...); `remedy`". Without a manifest (`info` None) there is nothing to compare; the
+    vocabulary check (`check_vocab_fits`) still guards the embedding.
     """
     if info is None:
         return
@@ -213,9 +220,9 @@ def check_tokenizer_matches(info: TokenizerInfo | None, tokenizer: DNATokenizer)
     if (info.fingerprint, info.vocab_size, info.eod_id) != ours:
         raise GenosError(
             f"{info.source} was made with the {info.kind} tokenizer (fingerprint "
-            f"{info.fingerprint[:16]}, vocabulary {info.vocab_size}), but this run uses the "
+            f"{info.fingerprint[:16]}, vocabulary {info.vocab_size}), but {user} the "
             f"{tokenizer.kind} tokenizer (fingerprint {ours[0][:16]}, vocabulary {ours[1]}); "
-            "train with the data's tokenizer or run genos preprocess again with this one"
+            f"{remedy}"
         )
 
 

@@ -16,14 +16,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from genos_cli.checkpoint import TOKENIZER_FILE, LoadedCheckpoint
 from genos_cli.data.documents import TokenDocuments, read_documents
 from genos_cli.errors import GenosError
-
-if TYPE_CHECKING:
-    from genos_cli.data.prepared import TokenizerInfo
 
 _DATA_SUFFIXES = (".bin", ".idx", ".json")
 
@@ -32,38 +28,22 @@ def _is_sequence_input(path: Path) -> bool:
     return path.is_dir() or (path.is_file() and path.suffix not in _DATA_SUFFIXES)
 
 
-def _check_tokenizer(source: str, info: TokenizerInfo | None, ckpt: LoadedCheckpoint) -> None:
-    if info is None:
-        return
-    tok = ckpt.tokenizer
-    mine = (tok.fingerprint(), tok.vocab_size)
-    if (info.fingerprint, info.vocab_size) != mine:
-        raise GenosError(
-            f"{source} was made with the {info.kind} tokenizer (fingerprint "
-            f"{info.fingerprint[:16]}), but {ckpt.path} was trained with the {tok.kind} "
-            f"tokenizer (fingerprint {mine[0][:16]}); evaluate on the FASTA files themselves "
-            "or preprocess them with the checkpoint's tokenizer"
-        )
-
-
 def _preprocess(files: list[Path], ckpt: LoadedCheckpoint, out_dir: Path) -> Path:
     from genos_cli.data import pipeline
-    from genos_cli.data.windows import WindowSpec
 
-    d = ckpt.config.data
     settings = pipeline.PreprocessSettings(
         inputs=tuple(files),
         output_prefix=out_dir / "eval",
         tokenizer_kind=ckpt.tokenizer.kind,
         tokenizer_model=ckpt.path / TOKENIZER_FILE if ckpt.tokenizer.kind == "bpe" else None,
-        window=WindowSpec(d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp),
+        window=ckpt.config.data.window_spec(),
         val_ratio=0.0,
-        append_eod=d.append_eod,
+        append_eod=ckpt.config.data.append_eod,
         workers=1,
     )
-    the_plan = pipeline.plan(settings)
-    pipeline.run(the_plan)
-    return the_plan.prefixes["train"]
+    plan = pipeline.make_plan(settings)
+    pipeline.run(plan)
+    return plan.prefixes["train"]
 
 
 @contextmanager
@@ -72,7 +52,7 @@ def token_documents(
 ) -> Iterator[TokenDocuments]:
     """The documents `paths` name (see the module doc), tokenized for `ckpt`. Of a data set
     with a train/val split, `split` is read ("val" to evaluate, "train" to fit baselines)."""
-    from genos_cli.data.prepared import resolve_data
+    from genos_cli.data.prepared import check_tokenizer_matches, resolve_data
 
     if not paths:
         raise GenosError("no --data given")
@@ -87,7 +67,13 @@ def token_documents(
                 "or a data prefix)"
             )
         spec = resolve_data(path)
-        _check_tokenizer(str(path), spec.tokenizer, ckpt)
+        check_tokenizer_matches(
+            spec.tokenizer,
+            ckpt.tokenizer,
+            user=f"{ckpt.path} was trained with",
+            remedy="evaluate on the FASTA files themselves or preprocess them with the "
+            "checkpoint's tokenizer",
+        )
         prefixes += list(spec.train if split == "train" else (spec.val or spec.train))
     with tempfile.TemporaryDirectory(prefix="genos-eval-") as tmp:
         if sequence_files:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,10 @@ from genos_cli.device import pick_device, resolve_precision
 from genos_cli.errors import GenosError
 from genos_cli.eval.markov import DEFAULT_CONCENTRATION, DEFAULT_ORDER, MAX_ORDER
 from genos_cli.eval.probe import LabelledSequences
+
+if TYPE_CHECKING:
+    from genos_cli.data.documents import TokenDocuments
+    from genos_cli.eval.lm import LMEvaluation
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -47,36 +51,43 @@ class LMOptions:
     device: str | None = None
 
 
+def _recorded_data(ckpt: checkpoint.LoadedCheckpoint, split: str) -> tuple[list[Path], Path | None]:
+    """The prefixes of the run's `split` data ("train" or "val") as the checkpoint records
+    them, and the first of them that is gone (None when all are there)."""
+    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get(split, [])]
+    return recorded, next((p for p in recorded if not Path(f"{p}.bin").is_file()), None)
+
+
 def _markov_sources(opts: LMOptions, ckpt: checkpoint.LoadedCheckpoint) -> list[Path] | str:
     """Paths to fit the Markov model on, or why there are none."""
     if opts.markov_data:
         return opts.markov_data
-    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("train", [])]
+    recorded, missing = _recorded_data(ckpt, "train")
     if not recorded:
         return "the checkpoint does not record its training data; pass --markov-data"
-    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
-    if missing:
-        return f"its training data {missing[0]} is gone; pass --markov-data"
+    if missing is not None:
+        return f"its training data {missing} is gone; pass --markov-data"
     return recorded
 
 
 def _recorded_validation_data(ckpt: checkpoint.LoadedCheckpoint) -> list[Path]:
     """The validation split of the run's own data, as the checkpoint records it."""
-    recorded = [Path(p) for p in ckpt.meta.get("data", {}).get("val", [])]
+    recorded, missing = _recorded_data(ckpt, "val")
     if not recorded:
         raise GenosError(
             f"{ckpt.path} records no validation data (its run had none, or it predates "
             "genos recording it); pass --data"
         )
-    missing = [p for p in recorded if not Path(f"{p}.bin").is_file()]
-    if missing:
-        raise GenosError(f"the run's validation data {missing[0]} is gone; pass --data")
+    if missing is not None:
+        raise GenosError(f"the run's validation data {missing} is gone; pass --data")
     return recorded
 
 
 def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Loss and bits per base of a checkpoint on held-out DNA, next to uniform and Markov
+    baselines scored on the very same bases."""
     from genos_cli.eval.data import token_documents
-    from genos_cli.eval.lm import ExpertUsage, evaluate_model, fit_markov, markov_bits
+    from genos_cli.eval.lm import evaluate_model
 
     if opts.batch_size < 1:
         raise GenosError(f"--batch-size must be at least 1, got {opts.batch_size}")
@@ -86,7 +97,6 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
     context = ckpt.config.model.max_seq_length
     if opts.stride is not None and not 1 <= opts.stride <= context:
         raise GenosError(f"--stride must be in [1, {context}] (the context), got {opts.stride}")
-    table = PieceTable.of(ckpt.tokenizer)
     data = opts.data or _recorded_validation_data(ckpt)
     with token_documents(data, ckpt) as docs:
         if docs.tokens.size < 2:
@@ -105,34 +115,61 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
             {"name": "uniform", "bits_per_base": 2.0, "bits": 2.0 * result.bases}
         ]
         notes: list[str] = []
-        if opts.markov:
-            sources = _markov_sources(opts, ckpt)
-            if isinstance(sources, str):
-                notes.append(f"no Markov baseline: {sources}")
-            else:
-                t0 = time.perf_counter()
-                if progress:
-                    progress("fitting the Markov model", 0, 1)
-                with token_documents(sources, ckpt, split="train") as fit_docs:
-                    markov = fit_markov(
-                        [fit_docs], table, opts.markov_order, opts.markov_concentration
-                    )
-                bits, bases = markov_bits(markov, docs, table)
-                if bases != result.bases:  # both must score the very same bases
-                    raise GenosError(
-                        f"internal error: the Markov model scored {bases} bases, the model "
-                        f"{result.bases}"
-                    )
-                baselines.insert(0, {
-                    "name": f"order-{opts.markov_order} Markov",
-                    "bits_per_base": bits / bases,
-                    "bits": bits,
-                    "order": opts.markov_order,
-                    "concentration": opts.markov_concentration,
-                    "fitted_on": [str(p) for p in sources],
-                    "fitted_bases": markov.bases_seen,
-                    "seconds": time.perf_counter() - t0,
-                })  # fmt: skip
+        sources = _markov_sources(opts, ckpt) if opts.markov else None
+        if isinstance(sources, str):
+            notes.append(f"no Markov baseline: {sources}")
+        elif sources is not None:
+            baselines.insert(0, _markov_baseline(opts, ckpt, sources, docs, result.bases, progress))
+    return _lm_report(ckpt, data, device, result, baselines, notes)
+
+
+def _markov_baseline(
+    opts: LMOptions,
+    ckpt: checkpoint.LoadedCheckpoint,
+    sources: list[Path],
+    docs: TokenDocuments,
+    bases: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """An order-k Markov model fitted on `sources`, scored on `docs`: the same `bases` as
+    the model, so the two bits-per-base figures compare."""
+    from genos_cli.eval.data import token_documents
+    from genos_cli.eval.lm import fit_markov, markov_bits
+
+    t0 = time.perf_counter()
+    if progress:
+        progress("fitting the Markov model", 0, 1)
+    table = PieceTable.of(ckpt.tokenizer)
+    with token_documents(sources, ckpt, split="train") as fit_docs:
+        markov = fit_markov([fit_docs], table, opts.markov_order, opts.markov_concentration)
+    bits, scored = markov_bits(markov, docs, table)
+    if scored != bases:  # both must score the very same bases
+        raise GenosError(
+            f"internal error: the Markov model scored {scored} bases, the model {bases}"
+        )
+    return {
+        "name": f"order-{opts.markov_order} Markov",
+        "bits_per_base": bits / scored,
+        "bits": bits,
+        "order": opts.markov_order,
+        "concentration": opts.markov_concentration,
+        "fitted_on": [str(p) for p in sources],
+        "fitted_bases": markov.bases_seen,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _lm_report(
+    ckpt: checkpoint.LoadedCheckpoint,
+    data: list[Path],
+    device: torch.device,
+    result: LMEvaluation,
+    baselines: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    """What `genos eval --json` prints."""
+    from genos_cli.eval.lm import ExpertUsage
+
     usage = ExpertUsage.of(result.expert_counts)
     return {
         "checkpoint": str(ckpt.path),
@@ -208,11 +245,56 @@ def _probe_data(opts: ProbeOptions) -> tuple[LabelledSequences, LabelledSequence
 
 
 def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any]:
-    from genos_cli.eval.probe import embed, fit_and_score, kmer_frequencies
+    """Logistic-regression probes on the checkpoint's mean-pooled embeddings and on k-mer
+    frequencies, each cross-validated on the training sequences and scored on the test ones."""
+    from genos_cli.eval.probe import fit_and_score, kmer_frequencies
 
     if not 1 <= opts.kmer <= 8:
         raise GenosError(f"--kmer must be in [1, 8], got {opts.kmer}")
     train, test = _probe_data(opts)
+    folds = _cv_folds(train, test)
+    device, ckpt = _load(opts.checkpoint, opts.device)
+    layers = ckpt.config.model.num_layers
+    if opts.layer is not None and not 0 <= opts.layer <= layers:
+        raise GenosError(f"--layer must be in [0, {layers}], got {opts.layer}")
+    layer = layers if opts.layer is None else opts.layer
+
+    t0 = time.perf_counter()
+    embedded, forwarded = _embed_splits(opts, ckpt, device, train, test, progress)
+    embed_seconds = time.perf_counter() - t0
+    if progress:
+        progress("fitting the probes", 0, 1)
+    features = {
+        f"genos embeddings (layer {layer})": embedded,
+        f"{opts.kmer}-mer frequencies": (
+            kmer_frequencies(train.sequences, opts.kmer),
+            kmer_frequencies(test.sequences, opts.kmer),
+        ),
+    }
+    scores = [
+        fit_and_score(name, x_train, train.labels, x_test, test.labels, opts.seed, folds)
+        for name, (x_train, x_test) in features.items()
+    ]
+    counts = {
+        split: np.bincount(d.labels, minlength=len(train.classes)).tolist()
+        for split, d in (("train", train), ("test", test))
+    }
+    return {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "classes": train.classes,
+        "sequences": counts,
+        "dropped_bases": train.dropped_bases + test.dropped_bases,
+        "layer": layer,
+        "embedding_seconds": embed_seconds,
+        "embedding_tokens_per_s": forwarded / embed_seconds if embed_seconds > 0 else None,
+        "results": [s.__dict__ for s in scores],
+    }
+
+
+def _cv_folds(train: LabelledSequences, test: LabelledSequences) -> int:
+    """Stratified cross-validation folds for the training data (at most 5: every fold needs
+    a member of every class); a GenosError for classes that leave too little to probe."""
     for split, data in (("training", train), ("test", test)):
         present = set(data.labels.tolist())
         empty = [c for i, c in enumerate(train.classes) if i not in present]
@@ -227,13 +309,20 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
             f"class {smallest!r} has only one training sequence; cross-validation needs at "
             "least 2 per class"
         )
-    folds = int(min(5, per_class.min()))  # stratified folds need members of every class
-    device, ckpt = _load(opts.checkpoint, opts.device)
-    layers = ckpt.config.model.num_layers
-    if opts.layer is not None and not 0 <= opts.layer <= layers:
-        raise GenosError(f"--layer must be in [0, {layers}], got {opts.layer}")
+    return int(min(5, per_class.min()))
 
-    t0 = time.perf_counter()
+
+def _embed_splits(
+    opts: ProbeOptions,
+    ckpt: checkpoint.LoadedCheckpoint,
+    device: torch.device,
+    train: LabelledSequences,
+    test: LabelledSequences,
+    progress: Progress | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """((train embeddings, test embeddings), tokens run through the model)."""
+    from genos_cli.eval.probe import embed
+
     x = {}
     forwarded = 0
     for name, data in (("train", train), ("test", test)):
@@ -243,41 +332,4 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
             progress=functools.partial(progress, f"embedding {name}") if progress else None,
         )  # fmt: skip
         forwarded += n
-    embed_seconds = time.perf_counter() - t0
-    if progress:
-        progress("fitting the probes", 0, 1)
-    scores = [
-        fit_and_score(
-            f"genos embeddings (layer {layers if opts.layer is None else opts.layer})",
-            x["train"],
-            train.labels,
-            x["test"],
-            test.labels,
-            opts.seed,
-            folds,
-        ),
-        fit_and_score(
-            f"{opts.kmer}-mer frequencies",
-            kmer_frequencies(train.sequences, opts.kmer),
-            train.labels,
-            kmer_frequencies(test.sequences, opts.kmer),
-            test.labels,
-            opts.seed,
-            folds,
-        ),
-    ]
-    counts = {
-        split: np.bincount(d.labels, minlength=len(train.classes)).tolist()
-        for split, d in (("train", train), ("test", test))
-    }
-    return {
-        "checkpoint": str(ckpt.path),
-        "step": ckpt.step,
-        "classes": train.classes,
-        "sequences": counts,
-        "dropped_bases": train.dropped_bases + test.dropped_bases,
-        "layer": layers if opts.layer is None else opts.layer,
-        "embedding_seconds": embed_seconds,
-        "embedding_tokens_per_s": forwarded / embed_seconds if embed_seconds > 0 else None,
-        "results": [s.__dict__ for s in scores],
-    }
+    return (x["train"], x["test"]), forwarded

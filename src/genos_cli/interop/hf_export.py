@@ -24,10 +24,8 @@ it into place when complete. `transformers` is optional (`pip install 'genos[hf]
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from genos_cli import extras
+from genos_cli.atomic import atomic_dir
 from genos_cli.errors import GenosError
 from genos_cli.jsonfile import read_json
 
@@ -189,28 +188,9 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
 def _building(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary directory beside `out_dir` that becomes `out_dir` when the block succeeds
     (replacing it with --overwrite) and disappears when it fails."""
-    _check_destination(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
+    _check_destination(out_dir, overwrite)  # again: it may have appeared while we worked
+    with atomic_dir(out_dir) as tmp:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # -- export ---------------------------------------------------------------------------------

@@ -33,6 +33,34 @@ Layout = Literal["auto", "fused", "per_expert"]
 # Special ids shared by both genos tokenizers (see genos_cli.data.tokenizers.nucleotide).
 GENOS_BOS_ID, GENOS_EOS_ID = 2, 3
 
+# genos ModelConfig field -> MixtralConfig attribute, for the settings that map one to one.
+_CONFIG_NAMES = {
+    "num_layers": "num_hidden_layers",
+    "hidden_size": "hidden_size",
+    "num_attention_heads": "num_attention_heads",
+    "num_query_groups": "num_key_value_heads",
+    "num_experts": "num_local_experts",
+    "moe_router_topk": "num_experts_per_tok",
+    "expert_ffn_hidden_size": "intermediate_size",
+    "vocab_size": "vocab_size",
+    "max_seq_length": "max_position_embeddings",
+    "norm_eps": "rms_norm_eps",
+    "aux_loss_coeff": "router_aux_loss_coef",
+    "init_std": "initializer_range",
+}
+# genos parameter -> Mixtral parameter, for the weights that are only renamed: the whole
+# model's, and each layer's (under `blocks.{i}.` / `model.layers.{i}.`).
+_MODEL_NAMES = {
+    "embed.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn.o.weight": "self_attn.o_proj.weight",
+    "moe_norm.weight": "post_attention_layernorm.weight",
+}
+
 
 def _transformers_major() -> int:
     try:
@@ -58,25 +86,14 @@ def to_mixtral_config(
     """
     from transformers import MixtralConfig
 
-    kwargs: dict[str, Any] = {
-        "vocab_size": model_cfg.vocab_size,
-        "hidden_size": model_cfg.hidden_size,
-        "intermediate_size": model_cfg.expert_ffn_hidden_size,
-        "num_hidden_layers": model_cfg.num_layers,
-        "num_attention_heads": model_cfg.num_attention_heads,
-        "num_key_value_heads": model_cfg.num_query_groups,
+    kwargs: dict[str, Any] = {hf: getattr(model_cfg, ours) for ours, hf in _CONFIG_NAMES.items()}
+    kwargs |= {
         "head_dim": model_cfg.head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": model_cfg.max_seq_length,
-        "initializer_range": model_cfg.init_std,
-        "rms_norm_eps": model_cfg.norm_eps,
         "tie_word_embeddings": False,
         "sliding_window": None,
         "attention_dropout": 0.0,
-        "num_experts_per_tok": model_cfg.moe_router_topk,
-        "num_local_experts": model_cfg.num_experts,
         "output_router_logits": True,
-        "router_aux_loss_coef": model_cfg.aux_loss_coeff,
         "router_jitter_noise": 0.0,
         "pad_token_id": None,  # a padding_idx would freeze that embedding row in HF training
         "bos_token_id": GENOS_BOS_ID,
@@ -119,21 +136,8 @@ def from_mixtral_config(config: MixtralConfig, **overrides: Any) -> ModelConfig:
         problems.append(f"head_dim {head_dim} != hidden_size / num_attention_heads")
     if problems:
         raise GenosError("cannot convert this Mixtral config to genos: " + "; ".join(problems))
-    fields: dict[str, Any] = {
-        "num_layers": config.num_hidden_layers,
-        "hidden_size": config.hidden_size,
-        "num_attention_heads": config.num_attention_heads,
-        "num_query_groups": config.num_key_value_heads,
-        "num_experts": config.num_local_experts,
-        "moe_router_topk": config.num_experts_per_tok,
-        "expert_ffn_hidden_size": config.intermediate_size,
-        "vocab_size": config.vocab_size,
-        "max_seq_length": config.max_position_embeddings,
-        "rope_base": _rope_theta(config),
-        "norm_eps": config.rms_norm_eps,
-        "aux_loss_coeff": config.router_aux_loss_coef,
-        "init_std": config.initializer_range,
-    }
+    fields: dict[str, Any] = {ours: getattr(config, hf) for ours, hf in _CONFIG_NAMES.items()}
+    fields["rope_base"] = _rope_theta(config)
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -154,20 +158,14 @@ def to_hf_state_dict(
     q_rows = cfg.num_attention_heads * cfg.head_dim
     kv_rows = cfg.num_query_groups * cfg.head_dim
     ffn = cfg.expert_ffn_hidden_size
-    out = {
-        "model.embed_tokens.weight": sd["embed.weight"],
-        "model.norm.weight": sd["norm.weight"],
-        "lm_head.weight": sd["lm_head.weight"],
-    }
+    out = {hf: sd[ours] for ours, hf in _MODEL_NAMES.items()}
     for i in range(cfg.num_layers):
         g, h = f"blocks.{i}.", f"model.layers.{i}."
+        out |= {h + hf: sd[g + ours] for ours, hf in _LAYER_NAMES.items()}
         q, k, v = sd[g + "attn.qkv.weight"].split([q_rows, kv_rows, kv_rows], dim=0)
-        out[h + "input_layernorm.weight"] = sd[g + "attn_norm.weight"]
         out[h + "self_attn.q_proj.weight"] = q.contiguous()
         out[h + "self_attn.k_proj.weight"] = k.contiguous()
         out[h + "self_attn.v_proj.weight"] = v.contiguous()
-        out[h + "self_attn.o_proj.weight"] = sd[g + "attn.o.weight"]
-        out[h + "post_attention_layernorm.weight"] = sd[g + "moe_norm.weight"]
         gate_up, down = sd[g + "moe.w_gate_up"], sd[g + "moe.w_down"]  # (E, D, 2F), (E, F, D)
         if layout == "fused":
             out[h + "mlp.gate.weight"] = sd[g + "moe.router.weight"]
@@ -192,19 +190,13 @@ def from_hf_state_dict(
     num_experts = cfg.num_experts
     if "lm_head.weight" not in sd:
         raise GenosError("Mixtral state dict has no lm_head.weight (tied embeddings?)")
-    out = {
-        "embed.weight": sd["model.embed_tokens.weight"],
-        "norm.weight": sd["model.norm.weight"],
-        "lm_head.weight": sd["lm_head.weight"],
-    }
+    out = {ours: sd[hf] for ours, hf in _MODEL_NAMES.items()}
     for i in range(cfg.num_layers):
         g, h = f"blocks.{i}.", f"model.layers.{i}."
-        out[g + "attn_norm.weight"] = sd[h + "input_layernorm.weight"]
+        out |= {g + ours: sd[h + hf] for ours, hf in _LAYER_NAMES.items()}
         out[g + "attn.qkv.weight"] = torch.cat(
             [sd[h + f"self_attn.{p}_proj.weight"] for p in "qkv"], dim=0
         )
-        out[g + "attn.o.weight"] = sd[h + "self_attn.o_proj.weight"]
-        out[g + "moe_norm.weight"] = sd[h + "post_attention_layernorm.weight"]
         if h + "mlp.experts.gate_up_proj" in sd:
             out[g + "moe.router.weight"] = sd[h + "mlp.gate.weight"]
             out[g + "moe.w_gate_up"] = sd[h + "mlp.experts.gate_up_proj"].transpose(1, 2)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from genos_cli.telemetry.records import PLAN_NAME
-from genos_cli.train.plan import TrainPlan, hosts
+from genos_cli.train.plan import TrainPlan
 
 
 def describe(plan: TrainPlan) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def describe(plan: TrainPlan) -> dict[str, Any]:
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     precision = resolve_precision(plan.config.training.precision, device)
-    world = plan.num_processes * hosts(plan.hostfile)
+    world = plan.world_size
     ds_config = deepspeed_config(plan, plan.grad_accum(world), precision)
     plan_path = plan.output_dir / PLAN_NAME
     if plan.num_processes == 1 and plan.hostfile is None:

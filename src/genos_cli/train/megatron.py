@@ -1,4 +1,4 @@
-"""The seed's training path: a genos run as a Megatron-LM `pretrain_gpt.py` command.
+"""A genos run as a Megatron-LM `pretrain_gpt.py` command (the reference training path).
 
 `pretrain_gpt_args` maps a genos config, its data prefixes, tokenizer and world size to the
 flags that build the same model and schedule in Megatron-LM (flag names from
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genos_cli.errors import GenosError
+from genos_cli.train.plan import grad_accum, host_names
 
 if TYPE_CHECKING:
     from genos_cli.config import GenosConfig
@@ -172,7 +173,7 @@ def _training_args(run: MegatronRun) -> list[str]:
         "--global-batch-size", str(t.global_batch_size),
         "--train-iters", str(run.train_iters),
         "--lr", _number(t.lr),
-        "--min-lr", _number(t.min_lr),
+        "--min-lr", _number(t.final_lr),
         "--lr-decay-style", "cosine",
         "--lr-warmup-iters", str(run.warmup_iters),
         "--lr-decay-iters", str(run.train_iters),
@@ -213,16 +214,7 @@ def pretrain_gpt_args(run: MegatronRun) -> list[str]:
     t = run.config.training
     if run.world_size < 1:
         raise GenosError(f"the world size must be at least 1, got {run.world_size}")
-    if run.world_size % t.expert_parallel_size:
-        raise GenosError(
-            f"--expert-parallel-size {t.expert_parallel_size} must divide the number of "
-            f"processes ({run.world_size})"
-        )
-    if t.global_batch_size % (t.micro_batch_size * run.world_size):
-        raise GenosError(
-            f"global batch size {t.global_batch_size} is not a multiple of micro batch size "
-            f"{t.micro_batch_size} x {run.world_size} processes"
-        )
+    grad_accum(t, run.world_size)  # the batch and expert-parallel sizes fit the processes
     return _model_args(run.config) + _tokenizer_args(run) + _data_args(run) + _training_args(run)
 
 
@@ -244,21 +236,6 @@ def find_pretrain_script(megatron_path: Path | None) -> Path | None:
             "clone of https://github.com/NVIDIA/Megatron-LM"
         )
     return script.resolve()
-
-
-def count_hosts(hostfile: Path | None) -> int:
-    if hostfile is None:
-        return 1
-    return sum(1 for line in hostfile.read_text().splitlines() if line.split("#")[0].strip())
-
-
-def first_host(hostfile: Path) -> str:
-    """The first host of a DeepSpeed-style hostfile ('node1 slots=8'): the rendezvous node."""
-    for line in hostfile.read_text().splitlines():
-        words = line.split("#")[0].split()
-        if words:
-            return words[0]
-    raise GenosError(f"hostfile {hostfile} lists no hosts")
 
 
 @dataclass(frozen=True)
@@ -295,17 +272,17 @@ def torchrun_launcher(nproc_per_node: int, hostfile: Path | None) -> list[str]:
     cmd = ["torchrun", "--nproc-per-node", str(nproc_per_node)]
     if hostfile is None:
         return [*cmd, "--standalone"]
-    return [*cmd, "--nnodes", str(count_hosts(hostfile)), "--node-rank", "${NODE_RANK}",
-            "--master-addr", first_host(hostfile), "--master-port", "29500"]  # fmt: skip
+    names = host_names(hostfile)  # the first is the rendezvous node
+    return [*cmd, "--nnodes", str(len(names)), "--node-rank", "${NODE_RANK}",
+            "--master-addr", names[0], "--master-port", "29500"]  # fmt: skip
 
 
 def plan_command(plan: TrainPlan, megatron_path: Path | None) -> tuple[LaunchCommand, Path | None]:
     """The launch command for a checked genos plan, and the `pretrain_gpt.py` it runs
     (None when Megatron-LM is not found: the command then names ${MEGATRON_LM_PATH})."""
     script = find_pretrain_script(megatron_path)
-    world_size = plan.num_processes * count_hosts(plan.hostfile)
     # Megatron-LM trains on NVIDIA GPUs: the command is for them (bf16, grouped GEMM, NCCL).
-    args = pretrain_gpt_args(from_plan(plan, world_size, gpu=True))
+    args = pretrain_gpt_args(from_plan(plan, plan.world_size, gpu=True))
     target = str(script) if script is not None else f"${{{MEGATRON_ENV}}}/{PRETRAIN_SCRIPT}"
     launcher = torchrun_launcher(plan.num_processes, plan.hostfile)
     return LaunchCommand(launcher, target, args), script

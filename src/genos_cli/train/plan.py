@@ -9,7 +9,6 @@ to `genos_cli.train.launch`, and as a JSON file to every rank.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from genos_cli import extras
-from genos_cli.config import GenosConfig, load_config
+from genos_cli.config import GenosConfig, TrainingConfig, load_config
 from genos_cli.errors import GenosError
 
 
@@ -53,17 +52,14 @@ class TrainPlan(BaseModel):
         --train-tokens) should not spend its whole length warming up."""
         return min(self.config.training.warmup_steps, max(1, self.total_steps // 10))
 
+    @property
+    def world_size(self) -> int:
+        """Processes over all hosts."""
+        return self.num_processes * hosts(self.hostfile)
+
     def grad_accum(self, world_size: int) -> int:
         """Micro-batches per rank per optimizer step for `world_size` data-parallel ranks."""
-        t = self.config.training
-        per_step = t.micro_batch_size * world_size
-        if t.global_batch_size % per_step:
-            raise GenosError(
-                f"global batch size {t.global_batch_size} is not a multiple of micro batch size "
-                f"{t.micro_batch_size} x {world_size} processes; change --global-batch-size or "
-                "--micro-batch-size"
-            )
-        return t.global_batch_size // per_step
+        return grad_accum(self.config.training, world_size)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +70,26 @@ class TrainPlan(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
+def grad_accum(training: TrainingConfig, world_size: int) -> int:
+    """Micro-batches per rank per optimizer step for `world_size` ranks; a GenosError when
+    the batch sizes or the expert-parallel size do not fit that many processes."""
+    ep = training.expert_parallel_size
+    if world_size % ep:
+        raise GenosError(
+            f"--expert-parallel-size {ep} must divide the number of processes ({world_size})"
+        )
+    micro, total = training.micro_batch_size, training.global_batch_size
+    if total % (micro * world_size):
+        raise GenosError(
+            f"global batch size {total} is not a multiple of micro batch size {micro} x "
+            f"{world_size} processes; change --global-batch-size or --micro-batch-size"
+        )
+    return total // (micro * world_size)
+
+
 def total_steps(config: GenosConfig, max_steps: int | None) -> int:
     """Optimizer steps: `max_steps` when given, else train_tokens / tokens per step, rounded up."""
-    if max_steps is not None:
-        return max_steps
-    return math.ceil(config.training.train_tokens / config.tokens_per_step)
+    return max_steps if max_steps is not None else config.train_steps
 
 
 SMOKE_TEST_STEPS = 10
@@ -90,13 +101,11 @@ class TrainOptions:
 
     size: str | None = None
     config: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set and the options that set one
     data_paths: list[Path] = field(default_factory=list)
     val_data_paths: list[Path] = field(default_factory=list)
     output_dir: Path | None = None
     checkpoint_dir: Path | None = None
-    tokenizer_model: Path | None = None
-    nucleotide_tokenizer: bool = False
     num_processes: int | None = None
     hostfile: Path | None = None
     max_steps: int | None = None
@@ -112,30 +121,26 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genos"
 
 
-def hosts(hostfile: Path | None) -> int:
-    if hostfile is None:
-        return 1
+def host_names(hostfile: Path) -> list[str]:
+    """The hosts of a DeepSpeed-style hostfile (lines like 'node1 slots=8', # comments)."""
     if not hostfile.is_file():
         raise GenosError(f"hostfile {hostfile} does not exist")
-    lines = [ln.split("#")[0].strip() for ln in hostfile.read_text().splitlines()]
-    hosts = [ln for ln in lines if ln]
-    if not hosts:
+    lines = [ln.split("#")[0].split() for ln in hostfile.read_text().splitlines()]
+    names = [words[0] for words in lines if words]
+    if not names:
         raise GenosError(
             f"hostfile {hostfile} lists no hosts (expected lines like 'node1 slots=8')"
         )
-    return len(hosts)
+    return names
+
+
+def hosts(hostfile: Path | None) -> int:
+    """How many hosts a run spans: those of `hostfile`, or this one."""
+    return 1 if hostfile is None else len(host_names(hostfile))
 
 
 def _config(opts: TrainOptions) -> GenosConfig:
     overrides = dict(opts.overrides)
-    if opts.nucleotide_tokenizer and opts.tokenizer_model is not None:
-        raise GenosError("use either --tokenizer-model or --nucleotide-tokenizer, not both")
-    if opts.nucleotide_tokenizer:
-        overrides.update({"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16})
-    elif opts.tokenizer_model is not None:
-        overrides.update(
-            {"tokenizer.kind": "bpe", "tokenizer.model_path": str(opts.tokenizer_model)}
-        )
     if opts.smoke_test:
         # Ten optimizer steps, one micro-batch each, with logging, evaluation and a save.
         cfg = load_config(opts.size, opts.config, overrides)
@@ -166,25 +171,22 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
     )
     prefix = cache_root() / "data" / key / "ecoli"
     if prepare and not Path(f"{prefix}.json").is_file():
-        from genos_cli.data.pipeline import PreprocessSettings, plan, run
+        from genos_cli.data.pipeline import PreprocessSettings, make_plan, run
         from genos_cli.data.sources import default_genome_path
-        from genos_cli.data.windows import WindowSpec
 
         settings = PreprocessSettings(
             inputs=(default_genome_path(),),
             output_prefix=prefix,
             tokenizer_kind=cfg.tokenizer.kind,
             tokenizer_model=cfg.tokenizer.model_path,
-            window=WindowSpec(
-                d.sequence_length_bp, d.effective_stride_bp, d.effective_min_length_bp
-            ),
+            window=d.window_spec(),
             val_ratio=d.val_ratio,
             split_seed=d.split_seed,
             append_eod=d.append_eod,
             workers=1,
             overwrite=True,
         )
-        run(plan(settings))
+        run(make_plan(settings))
     return prefix
 
 
@@ -216,7 +218,6 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
     nprocs = opts.num_processes or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
     if nprocs < 1:
         raise GenosError(f"--num-gpus must be at least 1, got {nprocs}")
-    world = nprocs * hosts(opts.hostfile)
     output_dir = opts.output_dir or Path("runs") / cfg.name
     checkpoint_dir = opts.checkpoint_dir or output_dir / "checkpoints"
     steps = (
@@ -248,12 +249,7 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
         compile=opts.compile,
         peak_tflops=opts.peak_tflops,
     )
-    plan.grad_accum(world)  # batch sizes must divide: say so now
-    ep = cfg.training.expert_parallel_size
-    if world % ep:
-        raise GenosError(
-            f"--expert-parallel-size {ep} must divide the number of processes ({world})"
-        )
+    plan.grad_accum(plan.world_size)  # batch and expert-parallel sizes must fit: say so now
     _check_output(plan)
     return plan
 

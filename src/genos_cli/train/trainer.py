@@ -233,7 +233,7 @@ class Trainer:
         return cosine_lr(
             step,
             lr=t.lr,
-            min_lr=t.min_lr,
+            min_lr=t.final_lr,
             warmup_steps=self.plan.warmup_steps,
             total_steps=self.plan.total_steps,
         )

@@ -16,35 +16,17 @@ class DNATokenizer(ABC):
     """
 
     kind: str  # "bpe" or "nucleotide", recorded in data manifests and checkpoints
-
-    @property
-    @abstractmethod
-    def vocab_size(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def pad_id(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def unk_id(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def bos_id(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def eos_id(self) -> int: ...
+    # The vocabulary's size and special ids: class attributes or set in __init__.
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    bos_id: int
+    eos_id: int
+    mask_id: int | None = None  # <mask> (for masked-LM objectives); None if there is none
 
     @property
     def eod_id(self) -> int:
         return self.eos_id
-
-    @property
-    def mask_id(self) -> int | None:
-        """Id of `<mask>` (for masked-LM objectives), or None if the vocabulary has none."""
-        return None
 
     def is_special(self, token_id: int) -> bool:
         """True for ids that stand for no DNA (pad, unk, bos, eos, other control symbols)."""

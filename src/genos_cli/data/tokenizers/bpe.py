@@ -60,7 +60,11 @@ class SentencePieceDNATokenizer(DNATokenizer):
         self.path = path
         self.sp = sp
         self._sha256 = hashlib.sha256(blob).hexdigest()
-        n = sp.get_piece_size()
+        n = self.vocab_size = sp.get_piece_size()
+        self.pad_id, self.unk_id = sp.pad_id(), sp.unk_id()
+        self.bos_id, self.eos_id = sp.bos_id(), sp.eos_id()
+        mask = sp.piece_to_id("<mask>")  # models trained by genos reserve one
+        self.mask_id = None if mask == sp.unk_id() else mask
         # Ids that decode to nothing: <pad>, <unk>, control symbols (<bos>, <eos>, <mask>...).
         self._special = np.array(
             [sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in range(n)],
@@ -90,32 +94,6 @@ class SentencePieceDNATokenizer(DNATokenizer):
         missing = [b for b in "ACGT" if sp.piece_to_id(b) == sp.unk_id()]
         if missing:
             raise GenosError(f"{path} is not a DNA tokenizer: it has no piece for {missing[0]!r}")
-
-    @property
-    def vocab_size(self) -> int:
-        return self.sp.get_piece_size()
-
-    @property
-    def pad_id(self) -> int:
-        return self.sp.pad_id()
-
-    @property
-    def unk_id(self) -> int:
-        return self.sp.unk_id()
-
-    @property
-    def bos_id(self) -> int:
-        return self.sp.bos_id()
-
-    @property
-    def eos_id(self) -> int:
-        return self.sp.eos_id()
-
-    @property
-    def mask_id(self) -> int | None:
-        """Id of `<mask>` if the model reserves one (models trained by genos do), else None."""
-        token_id = self.sp.piece_to_id("<mask>")
-        return None if token_id == self.sp.unk_id() else token_id
 
     def encode(self, text: str) -> list[int]:
         """SentencePiece's own ids for `text`, unchanged (so lowercase bases are <unk>)."""

@@ -61,30 +61,8 @@ class DNANucleotideTokenizer(DNATokenizer):
     """Single-nucleotide tokenizer with a fixed 16-entry vocabulary (see module docstring)."""
 
     kind = "nucleotide"
-
-    @property
-    def vocab_size(self) -> int:
-        return len(VOCAB)
-
-    @property
-    def pad_id(self) -> int:
-        return PAD
-
-    @property
-    def unk_id(self) -> int:
-        return UNK
-
-    @property
-    def bos_id(self) -> int:
-        return BOS
-
-    @property
-    def eos_id(self) -> int:
-        return EOS
-
-    @property
-    def mask_id(self) -> int:
-        return MASK
+    vocab_size = len(VOCAB)
+    pad_id, unk_id, bos_id, eos_id, mask_id = PAD, UNK, BOS, EOS, MASK
 
     def encode(self, text: str) -> list[int]:
         # Non-ASCII characters become "?" (one per character), which maps to <unk>.

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genos_cli.atomic import publish
+from genos_cli.atomic import publish, write_temp
 from genos_cli.data.tokenizers.base import DNATokenizer
 from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.errors import GenosError
@@ -135,8 +134,6 @@ def train_sentencepiece(
     pieces of at most `max_piece_length` bases. Special ids follow `META_PIECES` and
     `CONTROL_SYMBOLS` (control symbols are reserved ids that plain text can never produce).
     """
-    from genos_cli.data.tokenizers.bpe import SentencePieceDNATokenizer
-
     validate_train_settings(
         vocab_size=vocab_size,
         max_piece_length=max_piece_length,
@@ -156,8 +153,6 @@ def train_sentencepiece(
         raise GenosError("the input contains no ACGT sequence to train on")
     bp_used = sum(map(len, sentences))
 
-    model_path = output_prefix.with_name(output_prefix.name + ".model")
-    vocab_path = output_prefix.with_name(output_prefix.name + ".vocab")
     phase(f"training on {bp_used:,} bp ({len(sentences):,} sentences)")
     start = time.perf_counter()
     blob = _train_bpe(
@@ -170,25 +165,7 @@ def train_sentencepiece(
     seconds = time.perf_counter() - start
 
     phase("checking the model")
-    parent = output_prefix.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GenosError(f"cannot create directory {parent} ({exc.strerror})") from None
-    tmp_model = _write_temp(parent, output_prefix.name + ".model", blob)
-    tmp_vocab: Path | None = None
-    try:
-        tokenizer = SentencePieceDNATokenizer(tmp_model)
-        tmp_vocab = _write_temp(parent, output_prefix.name + ".vocab", _vocab_text(tokenizer.sp))
-        sample = _spread(sentences, EVAL_SAMPLE_BP)
-        tokens = sum(map(len, tokenizer.sp.encode([s.decode("ascii") for s in sample])))
-        bp_per_token = sum(map(len, sample)) / max(tokens, 1)
-        publish(tmp_vocab, vocab_path)
-        publish(tmp_model, model_path)
-    finally:
-        for leftover in (tmp_model, tmp_vocab):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
+    model_path, vocab_path, bp_per_token = _check_and_publish(blob, output_prefix, sentences)
     return TrainResult(
         model_path=model_path,
         vocab_path=vocab_path,
@@ -199,6 +176,34 @@ def train_sentencepiece(
         seconds=seconds,
         bp_per_token=bp_per_token,
     )
+
+
+# SentencePiece trainer settings for DNA, which is not natural-language text: no
+# normalisation, no "▁" prefix, no whitespace handling, every base kept, no byte pieces.
+_DNA_TRAINER_SETTINGS: dict[str, Any] = {
+    "model_type": "bpe",
+    "normalization_rule_name": "identity",
+    "add_dummy_prefix": False,
+    "remove_extra_whitespaces": False,
+    "split_by_whitespace": False,
+    "split_digits": False,
+    "character_coverage": 1.0,
+    "required_chars": BASES,
+    "byte_fallback": False,
+    "shuffle_input_sentence": True,
+    "pad_id": 0,
+    "unk_id": 1,
+    "bos_id": 2,
+    "eos_id": 3,
+    "pad_piece": META_PIECES["pad"],
+    "unk_piece": META_PIECES["unk"],
+    "bos_piece": META_PIECES["bos"],
+    "eos_piece": META_PIECES["eos"],
+    # Control symbols reserve ids that text never produces and decode to nothing.
+    "control_symbols": list(CONTROL_SYMBOLS),
+    "unk_surface": "",
+    "hard_vocab_limit": True,
+}
 
 
 def _train_bpe(
@@ -224,36 +229,13 @@ def _train_bpe(
         spm.SentencePieceTrainer.Train(
             sentence_iterator=iter(sentences),
             model_writer=out,
-            model_type="bpe",
             vocab_size=vocab_size,
-            # DNA is not natural-language text: no normalisation, no "▁" prefix, no
-            # whitespace handling, every base kept, no byte pieces.
-            normalization_rule_name="identity",
-            add_dummy_prefix=False,
-            remove_extra_whitespaces=False,
-            split_by_whitespace=False,
-            split_digits=False,
-            character_coverage=1.0,
-            required_chars=BASES,
-            byte_fallback=False,
             max_sentencepiece_length=max_piece_length,
             max_sentence_length=sentence_bp + 1,
             # `sample_sentences` already sampled; SentencePiece keeps every sentence.
             input_sentence_size=max(len(sentences) + 1, 1000),  # SentencePiece: > 100
-            shuffle_input_sentence=True,
             num_threads=num_threads,
-            pad_id=0,
-            unk_id=1,
-            bos_id=2,
-            eos_id=3,
-            pad_piece=META_PIECES["pad"],
-            unk_piece=META_PIECES["unk"],
-            bos_piece=META_PIECES["bos"],
-            eos_piece=META_PIECES["eos"],
-            # Control symbols reserve ids that text never produces and decode to nothing.
-            control_symbols=list(CONTROL_SYMBOLS),
-            unk_surface="",
-            hard_vocab_limit=True,
+            **_DNA_TRAINER_SETTINGS,
         )
     except RuntimeError as exc:
         reason = sentencepiece_message(exc) or str(exc).strip()
@@ -263,23 +245,51 @@ def _train_bpe(
     return out.getvalue()
 
 
+def _check_and_publish(
+    blob: bytes, output_prefix: Path, sentences: list[bytes]
+) -> tuple[Path, Path, float]:
+    """Load the trained model as genos will (which refuses one that is not DNA), measure its
+    bp/token on a spread sample of the training sentences, then write PREFIX.vocab and
+    PREFIX.model. Returns (model path, vocab path, bp per token)."""
+    from genos_cli.data.tokenizers.bpe import SentencePieceDNATokenizer
+
+    model_path = output_prefix.with_name(output_prefix.name + ".model")
+    vocab_path = output_prefix.with_name(output_prefix.name + ".vocab")
+    try:
+        output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenosError(
+            f"cannot create directory {output_prefix.parent} ({exc.strerror})"
+        ) from None
+    tmp_model = _write_temp(model_path, blob)
+    tmp_vocab: Path | None = None
+    try:
+        tokenizer = SentencePieceDNATokenizer(tmp_model)
+        tmp_vocab = _write_temp(vocab_path, _vocab_text(tokenizer.sp))
+        sample = _spread(sentences, EVAL_SAMPLE_BP)
+        tokens = sum(map(len, tokenizer.sp.encode([s.decode("ascii") for s in sample])))
+        publish(tmp_vocab, vocab_path)
+        publish(tmp_model, model_path)
+    finally:
+        for leftover in (tmp_model, tmp_vocab):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+    return model_path, vocab_path, sum(map(len, sample)) / max(tokens, 1)
+
+
 def _vocab_text(sp: spm.SentencePieceProcessor) -> bytes:
     """The `.vocab` file SentencePiece writes beside a model: piece TAB score per line."""
     lines = (f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
     return "".join(lines).encode("utf-8")
 
 
-def _write_temp(directory: Path, name: str, data: bytes) -> Path:
-    """Write `data` to a new hidden file in `directory`, to be renamed into place later
-    (`open(..., "xb")` rather than `mkstemp`, so the file gets the usual umask permissions)."""
-    tmp = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+def _write_temp(path: Path, data: bytes) -> Path:
+    """`data` in a temporary file beside `path`, to be published later; a GenosError naming
+    `path` when it cannot be written."""
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
+        return write_temp(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise GenosError(f"cannot write {directory / name} ({exc.strerror})") from None
-    return tmp
+        raise GenosError(f"cannot write {path} ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
