@@ -252,3 +252,12 @@ def test_seq_length_tokens(tmp_path: Path, ecoli_fasta: Path) -> None:
     assert len(ds) == (4_639_675 - 1000) // 500 + 1
     assert np.array_equal(ds[0][500:], ds[1][:500])
     assert set(np.unique(ds[0]).tolist()) <= {7, 8, 9, 10}
+
+
+def test_input_without_one_acgt_base_is_refused_naming_it(tmp_path: Path) -> None:
+    """Only N (an assembly gap, say): read fine, but nothing to train on."""
+    path = tmp_path / "gap.fa"
+    path.write_text(">gap\n" + "N" * 200 + "\n")
+    result = genos("preprocess", path, "-o", tmp_path / "out", "--nucleotide-tokenizer")
+    assert_user_error(result, str(path), "no sequence of at least")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gap.fa"]

@@ -356,7 +356,7 @@ def run(plan: PreprocessPlan, progress: ProgressCallback | None = None) -> Prepr
         if windower.stats.sequences == 0:
             raise GenosError(
                 f"no sequence of at least {settings.window.min_length} bp of A/C/G/T was found "
-                "in the input; lower --min-length or check the files"
+                f"in {_describe_inputs(plan)}; lower --min-length or check the files"
             )
         outputs.finish()
         result = PreprocessResult(
@@ -419,6 +419,16 @@ def _reporting(
         if progress:
             progress(done_bytes + (reader.consumed_bytes if reader else 0), stats.bases)
         yield block
+
+
+def _describe_inputs(plan: PreprocessPlan, most: int = 3) -> str:
+    """The inputs for a message: up to `most` names, then how many more."""
+    names = [str(p) for p in plan.files]
+    if plan.settings.hf_dataset is not None:
+        names.append(plan.settings.hf_dataset.describe())
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    return ", ".join(names) or "the input"
 
 
 def _tokenizer_info(tokenizer: DNATokenizer, settings: PreprocessSettings) -> dict[str, object]:
