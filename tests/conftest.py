@@ -1,12 +1,19 @@
-"""Shared fixtures: where the real genomes live (../shared/data beside the checkout)."""
+"""Shared fixtures: where the real genomes live (../shared/data beside the checkout), a private
+cache, one torch thread, the tiny model's config."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.tiny import tiny_model_config
+
+if TYPE_CHECKING:
+    from genos_cli.config.schema import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GENOS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -53,3 +60,9 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    """The tiny model's config (tests/tiny.py); `tiny_model_config(**changes)` for others."""
+    return tiny_model_config()

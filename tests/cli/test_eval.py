@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_train import TINY
 from tests.helpers import assert_user_error, genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 TASK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tasks" / "oct4_vs_mafk"
 
@@ -24,7 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> dict
     result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
     assert result.exit_code == 0, result.output
     run = root / "run"
-    result = genos("train", *TINY, "--data-path", data, "--max-steps", "20",
+    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", data, "--max-steps", "20",
                    "--output-dir", run, "--eval-interval", "100")  # fmt: skip
     assert result.exit_code == 0, result.output
     return {"data": data, "run": run}

@@ -9,16 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_user_error, genos
-
-# A tiny Genos model (same architecture, small widths) so each run takes seconds.
-TINY = [
-    "--size", "small",
-    "--set", "model.num_layers=2", "--set", "model.hidden_size=64",
-    "--set", "model.num_attention_heads=4", "--set", "model.num_query_groups=2",
-    "--set", "model.expert_ffn_hidden_size=64", "--set", "model.max_seq_length=128",
-    "--micro-batch-size", "4", "--global-batch-size", "8", "--lr", "3e-3",
-    "--log-interval", "1", "--no-compile",
-]  # fmt: skip
+from tests.tiny import TINY_TRAIN_ARGS
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +26,7 @@ def records(run: Path, kind: str = "train") -> list[dict]:
 
 
 def train(*args: str | Path) -> None:
-    result = genos("train", *TINY, *args)
+    result = genos("train", *TINY_TRAIN_ARGS, *args)
     assert result.exit_code == 0, result.output
 
 
@@ -148,16 +139,17 @@ def test_bad_options_fail_before_work(tmp_path: Path, ecoli_data: Path, genomes_
         "ZeRO-3 does not support Mixture-of-Experts",
     )
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--nucleotide-tokenizer",
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--nucleotide-tokenizer",
               "--output-dir", out),
         "tokenizer",
     )  # fmt: skip
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--resume", "--output-dir", out),
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--resume",
+              "--output-dir", out),
         "no complete checkpoint",
     )  # fmt: skip
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--num-gpus", "2",
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--num-gpus", "2",
               "--expert-parallel-size", "4", "--global-batch-size", "8", "--output-dir", out),
         "must divide",
     )  # fmt: skip
@@ -169,7 +161,8 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, ecoli_data: Path) -> No
     train("--data-path", ecoli_data, "--max-steps", "1", "--output-dir", run)
     before = (run / "checkpoints/step_00000001/model.safetensors").read_bytes()
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--max-steps", "1", "--output-dir", run),
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "1",
+              "--output-dir", run),
         "already holds a run",
-    )
+    )  # fmt: skip
     assert (run / "checkpoints/step_00000001/model.safetensors").read_bytes() == before

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_train import TINY
 from tests.helpers import genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 pytest.importorskip("wandb")
 
@@ -73,8 +73,9 @@ def test_wandb_offline_run_logs_the_training_log(
     result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    result = genos("train", *TINY, "--data-path", data, "--max-steps", "4", "--eval-interval",
-                   "2", "--output-dir", run, "--wandb-project", "genos-test")  # fmt: skip
+    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", data, "--max-steps", "4",
+                   "--eval-interval", "2", "--output-dir", run,
+                   "--wandb-project", "genos-test")  # fmt: skip
     assert result.exit_code == 0, result.output
 
     logged = [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]

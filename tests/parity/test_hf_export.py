@@ -11,7 +11,7 @@ import torch
 from genos_cli.checkpoint import load
 from genos_cli.data.fasta import read_acgt_runs
 from tests.helpers import genos
-from tests.tiny_checkpoint import make_checkpoint
+from tests.tiny import make_checkpoint
 
 pytest.importorskip("transformers")
 KINDS = ["bpe", "nucleotide"]

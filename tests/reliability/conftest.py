@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from tests.cli.test_train import TINY
 from tests.helpers import genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 # Set by an in-process training run (torch.distributed's rendezvous); a child process that
 # inherited them would try to join the test process's process group.
@@ -98,7 +98,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, ecoli_data: Path) ->
     return run
 
 
-RUN = [*TINY, "--max-steps", "8", "--eval-interval", "4"]
+RUN = [*TINY_TRAIN_ARGS, "--max-steps", "8", "--eval-interval", "4"]
 
 
 # -- full and read-only directories ------------------------------------------------------
