@@ -22,11 +22,18 @@ GENOMES = SHARED_DATA / "genomes"
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """What genos and DeepSpeed cache (the embedded data set, the CPU peak, DeepSpeed's
-    compiled CPU op) goes to one directory of this session, not ~/.cache: set before any
-    module fixture runs, so DeepSpeed builds its op once a session. Tests about caching
-    point XDG_CACHE_HOME elsewhere themselves."""
+    """What genos caches (the embedded data set, the CPU peak) goes to one directory of this
+    session, not ~/.cache: set before any module fixture runs. Tests about caching point
+    XDG_CACHE_HOME elsewhere themselves.
+
+    DeepSpeed's JIT-compiled CPU op (deepspeed_shm_comm, needed by every DeepSpeed run on
+    CPU) stays where torch keeps it outside tests: it is a build product keyed by the torch
+    and DeepSpeed versions, not state a test could leave behind, and compiling it takes
+    minutes on two cores, so it is built once a machine, not once a session."""
     with pytest.MonkeyPatch.context() as mp:
+        if "TORCH_EXTENSIONS_DIR" not in os.environ:  # torch's default, as it computes it
+            user_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            mp.setenv("TORCH_EXTENSIONS_DIR", str(Path(user_cache) / "torch_extensions"))
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
         yield
 
