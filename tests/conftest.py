@@ -1,5 +1,5 @@
-"""Shared fixtures: where the real genomes live (../shared/data beside the checkout), a private
-cache, one torch thread, the tiny model's config."""
+"""Shared fixtures: where the real genomes live (../shared/data beside the checkout), E. coli
+preprocessed once a session, a private cache, one torch thread, the tiny model's config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from tests.tiny import tiny_model_config
@@ -54,6 +55,67 @@ def ecoli_fasta(genomes_dir: Path) -> Path:
 def celegans_fasta(genomes_dir: Path) -> Path:
     """C. elegans chrX: soft-masked? no, but it has runs of N."""
     return genomes_dir / "celegans_chrX.fa.gz"
+
+
+@pytest.fixture(scope="session")
+def real_runs(genomes_dir: Path) -> list[str]:
+    """ACGT runs of varied length (1..700 bp) from the start of each of the six genomes."""
+    from genos_cli.data.fasta import read_acgt_runs
+
+    runs: list[str] = []
+    for path in sorted(genomes_dir.iterdir()):
+        for k, run in enumerate(read_acgt_runs([path], max_run_bp=700)):
+            runs.append(run[: 1 + (k * 97) % 700].decode())
+            if k == 40:
+                break
+    return runs
+
+
+@pytest.fixture(scope="session")
+def ecoli_documents(ecoli_fasta: Path) -> list[np.ndarray]:
+    """Real E. coli sequence cut into documents of varied lengths (1 to 4000 bp), encoded one
+    token per base plus eod, as uint16: input for .bin/.idx writers and readers."""
+    from genos_cli.data.fasta import read_acgt_runs
+    from genos_cli.data.tokenizers import DNANucleotideTokenizer
+
+    tok = DNANucleotideTokenizer()
+    genome = b"".join(read_acgt_runs([ecoli_fasta], max_run_bp=1 << 20))[:200_000]
+    cuts = np.cumsum([17, 512, 1, 300, 512, 4000, 2, 77] * 20)
+    pieces = np.split(np.frombuffer(genome, np.uint8), cuts[cuts < len(genome)])
+    return [np.array([*tok.encode(p.tobytes().decode()), tok.eod_id], np.uint16) for p in pieces]
+
+
+@pytest.fixture(scope="session")
+def ecoli_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
+    """`genos preprocess` of E. coli with the shipped BPE tokenizer and a 5% validation split,
+    made once a session: the `-o` prefix (ecoli.json, ecoli_{train,val}_text_document.*), alone
+    in its directory. Tests read it; one that changes data copies it first."""
+    from tests.helpers import genos
+
+    root = tmp_path_factory.mktemp("ecoli_bpe")
+    prefix = root / "data" / "ecoli"
+    result = genos("preprocess", ecoli_fasta, "-o", prefix, "--write-text", root / "text",
+                   "--workers", "1", "--val-ratio", "0.05")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def ecoli_text(ecoli_data: Path) -> Path:
+    """The sequences of `ecoli_data` as text (`--write-text`): train.txt and val.txt, one
+    sequence a line."""
+    return ecoli_data.parent.parent / "text"
+
+
+@pytest.fixture(scope="session")
+def ecoli_nucleotide_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
+    """The same with the nucleotide tokenizer (one token per base) and the default split."""
+    from tests.helpers import genos
+
+    prefix = tmp_path_factory.mktemp("ecoli_nucleotide") / "ecoli"
+    result = genos("preprocess", ecoli_fasta, "-o", prefix, "--nucleotide-tokenizer")
+    assert result.exit_code == 0, result.output
+    return prefix
 
 
 @pytest.fixture

@@ -17,13 +17,10 @@ TASK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tasks" 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> dict[str, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_data: Path) -> dict[str, Path]:
     """A tiny model trained 20 steps on E. coli (val split 5%)."""
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
-    run = root / "run"
+    data = ecoli_data
+    run = tmp_path_factory.mktemp("eval") / "run"
     result = genos("train", *TINY_TRAIN_ARGS, "--data-path", data, "--max-steps", "20",
                    "--output-dir", run, "--eval-interval", "100")  # fmt: skip
     assert result.exit_code == 0, result.output

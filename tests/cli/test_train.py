@@ -12,14 +12,6 @@ from tests.helpers import assert_user_error, genos
 from tests.tiny import TINY_TRAIN_ARGS
 
 
-@pytest.fixture(scope="module")
-def ecoli_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", out, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def records(run: Path, kind: str = "train") -> list[dict]:
     lines = (run / "training_log.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == kind]

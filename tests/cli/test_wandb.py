@@ -64,16 +64,13 @@ def history(run_dir: Path, timeout: float = 60.0) -> dict[int, dict[str, object]
 
 
 def test_wandb_offline_run_logs_the_training_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ecoli_fasta: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ecoli_data: Path
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    data = tmp_path / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", data, "--max-steps", "4",
+    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "4",
                    "--eval-interval", "2", "--output-dir", run,
                    "--wandb-project", "genos-test")  # fmt: skip
     assert result.exit_code == 0, result.output
