@@ -21,6 +21,18 @@ SHARED_DATA = Path(os.environ.get("GENOS_SHARED_DATA", REPO_ROOT.parent / "share
 GENOMES = SHARED_DATA / "genomes"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` are skipped where torch sees no CUDA GPU."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """What genos caches (the embedded data set, the CPU peak) goes to one directory of this
@@ -118,16 +130,20 @@ def ecoli_nucleotide_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta:
     return prefix
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Run a test with one torch thread. The machine's cores are shared: with 2 threads each
-    small op waits at a barrier for a thread that may not be scheduled (measured 40x slower
-    under load), and the models in unit tests are too small to gain from a second thread."""
+    """Every test runs torch on one thread, and so do the `genos` processes tests start
+    (OMP_NUM_THREADS, which DeepSpeed's launcher keeps). The machine's cores are shared: with
+    2 threads each small op waits at a barrier for a thread that may not be scheduled
+    (measured 40-90x slower under load: 2.8 s a step of the tiny model instead of 0.03 s),
+    and the models in tests are too small to gain from a second thread."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
     torch.set_num_threads(before)
 
 

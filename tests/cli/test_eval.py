@@ -87,6 +87,7 @@ def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice
     assert r["baselines"][0]["name"] == "order-4 Markov"
 
 
+@pytest.mark.slow  # embeds ~8000 sequences
 def test_probe_on_the_oct4_mafk_task(trained: dict[str, Path]) -> None:
     result = genos(
         "eval", "probe", trained["run"],

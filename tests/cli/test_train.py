@@ -69,6 +69,8 @@ def test_resume_continues_exactly(tmp_path: Path, ecoli_data: Path) -> None:
     assert evals == [e["val_loss"] for e in records(tmp_path / "straight", "eval")]
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_two_processes_zero2_expert_parallel_match_one(tmp_path: Path, ecoli_data: Path) -> None:
     """DeepSpeed's launcher, 2 CPU ranks, ZeRO-2, experts sharded 2 ways: the same losses as
     one process with the same global batch (gradient accumulation instead of ranks)."""

@@ -23,8 +23,6 @@ from genos_cli.eval.probe import embed, from_tsv, kmer_frequencies
 from genos_cli.model import build_model
 from tests.tiny import tiny_model_config
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def ecoli_runs(ecoli_fasta: Path) -> list[str]:

@@ -24,8 +24,6 @@ from genos_cli.model.layers import (
     swiglu,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_rmsnorm_matches_hand_computation() -> None:
     norm = RMSNorm(4, eps=1e-5)

@@ -10,15 +10,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
 import torch
 
 from genos_cli.data.fasta import read_acgt_runs
 from genos_cli.data.tokenizers import load_tokenizer
 from genos_cli.model import build_model
 from tests.tiny import tiny_model_config
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WINDOW_BP = 128  # = the tiny model's context
 

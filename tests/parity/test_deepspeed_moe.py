@@ -24,8 +24,6 @@ from tests.tiny import tiny_model_config
 deepspeed = pytest.importorskip("deepspeed")
 from genos_cli.train import expert_parallel as engine  # noqa: E402  (imports deepspeed)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 CFG = tiny_model_config(vocab_size=16)
 
 
@@ -184,6 +182,8 @@ def _expert_parallel_worker(rank: int, port: int, results: mp.Queue) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_expert_parallel_across_two_processes() -> None:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()

@@ -58,6 +58,7 @@ def test_logits_match_genos(exported: tuple[Path, Path], ecoli_windows: list[str
     assert (got - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow  # every E. coli window through the HF tokenizer, twice
 def test_tokenizer_ids_match_on_every_ecoli_window(
     exported: tuple[Path, Path], ecoli_windows: list[str]
 ) -> None:

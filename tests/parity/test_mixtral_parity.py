@@ -27,8 +27,6 @@ from transformers.models.mixtral.modeling_mixtral import (  # noqa: E402
     load_balancing_loss_func,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 # One layer: HF pools the router statistics of all layers into one aux loss, genos averages
 # per layer; with one layer the two totals agree and can be compared directly. rope_base and
 # norm_eps away from their defaults, so a converter that dropped them would show.

@@ -42,7 +42,7 @@ def _fill_disk_at_second_save(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_disk_full_at_a_save_then_read_only_then_resume(
-    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     # One tiny checkpoint is 2.8 MB: 4 MB hold the first save, not the second.

@@ -26,7 +26,7 @@ EXPLODE = [*TINY_TRAIN_ARGS, "--lr", "1e30", "--save-interval", "1", "--eval-int
 
 
 def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(
-    tmp_path: Path, ecoli_data: Path, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path
 ) -> None:
     run = tmp_path / "run"
     result = genos("train", *EXPLODE, "--data-path", ecoli_data, "--max-steps", "4",
@@ -38,7 +38,7 @@ def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(
 
 
 def test_skip_gives_up_after_consecutive_skips(
-    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trainer_module, "MAX_NAN_SKIPS", 3)
     run = tmp_path / "run"
@@ -87,9 +87,7 @@ def _snapshot(t: Trainer) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("zero_stage", [0, 1])
-def test_skip_drops_exactly_the_bad_step(
-    tmp_path: Path, ecoli_data: Path, zero_stage: int, one_torch_thread: None
-) -> None:
+def test_skip_drops_exactly_the_bad_step(tmp_path: Path, ecoli_data: Path, zero_stage: int) -> None:
     """A NaN in one step's forward pass (ZeRO 1: DeepSpeed's optimizer skips the update;
     ZeRO 0: genos's own check does) leaves weights and optimizer state bit-identical, logs a
     warning naming the step, and training goes on."""
