@@ -1,9 +1,10 @@
-"""Helpers shared by the end-to-end CLI tests."""
+"""Helpers shared by the tests: `genos` in-process, its errors, data set paths."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner, Result
 
 from genos_cli.cli.app import app
@@ -27,6 +28,22 @@ def assert_user_error(result: Result, *needles: str) -> str:
     for needle in needles:
         assert needle in result.stderr, result.stderr
     return result.stderr
+
+
+def train_prefix(prefix: Path) -> Path:
+    """The training split of `genos preprocess -o PREFIX` (Megatron's naming)."""
+    return Path(f"{prefix}_train_text_document")
+
+
+def write_indexed(prefix: Path, docs: list[np.ndarray], per_add: int = 7) -> None:
+    """`prefix`.bin/.idx with genos's writer, `per_add` documents per `add` call."""
+    from genos_cli.data.indexed import IndexedDatasetWriter
+
+    with IndexedDatasetWriter(prefix) as writer:
+        for i in range(0, len(docs), per_add):
+            chunk = docs[i : i + per_add]
+            writer.add(np.concatenate(chunk), np.array([d.size for d in chunk]))
+        writer.commit()
 
 
 def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:

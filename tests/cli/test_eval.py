@@ -10,21 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_train import TINY
 from tests.helpers import assert_user_error, genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 TASK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tasks" / "oct4_vs_mafk"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> dict[str, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, ecoli_data: Path) -> dict[str, Path]:
     """A tiny model trained 20 steps on E. coli (val split 5%)."""
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
-    run = root / "run"
-    result = genos("train", *TINY, "--data-path", data, "--max-steps", "20",
+    data = ecoli_data
+    run = tmp_path_factory.mktemp("eval") / "run"
+    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", data, "--max-steps", "20",
                    "--output-dir", run, "--eval-interval", "100")  # fmt: skip
     assert result.exit_code == 0, result.output
     return {"data": data, "run": run}
@@ -90,6 +87,7 @@ def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice
     assert r["baselines"][0]["name"] == "order-4 Markov"
 
 
+@pytest.mark.slow  # embeds ~8000 sequences
 def test_probe_on_the_oct4_mafk_task(trained: dict[str, Path]) -> None:
     result = genos(
         "eval", "probe", trained["run"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_user_error, genos
-from tests.tiny_checkpoint import make_checkpoint
+from tests.tiny import make_checkpoint
 
 pytest.importorskip("transformers")
 

@@ -23,11 +23,8 @@ def _no_megatron(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def nuc_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", out, "--nucleotide-tokenizer")
-    assert result.exit_code == 0, result.output
-    return out
+def nuc_data(ecoli_nucleotide_data: Path) -> Path:
+    return ecoli_nucleotide_data
 
 
 def command_words(stdout: str) -> list[str]:

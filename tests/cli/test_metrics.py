@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from genos_cli.telemetry import system
-from tests.cli.test_train import TINY
 from tests.helpers import assert_user_error, genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -35,7 +35,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """12 steps of a tiny model on the embedded E. coli genome, evaluated at 6 and 12, with
     MFU against a given peak (so it is an exact function of the logged tokens/s)."""
     run = tmp_path_factory.mktemp("metrics") / "run"
-    result = genos("train", *TINY, "--max-steps", "12", "--eval-interval", "6",
+    result = genos("train", *TINY_TRAIN_ARGS, "--max-steps", "12", "--eval-interval", "6",
                    "--save-interval", "12", "--peak-tflops", "0.05",
                    "--output-dir", run)  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -6,20 +6,14 @@ import gzip
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 
 from genos_cli.data.indexed import IndexedDataset
 from genos_cli.data.tokenizers import default_tokenizer_path
 from tests.helpers import assert_user_error, genos
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from megatron.core.datasets.indexed_dataset import IndexedDataset as MegatronIndexedDataset
 
 NUCLEOTIDE_IDS = {"A": 7, "T": 8, "C": 9, "G": 10}
 EOD = 3
@@ -38,20 +32,6 @@ def ecoli_bpe(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Pa
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
-
-
-def test_megatron_reads_every_document(ecoli_bpe: Path) -> None:
-    """megatron-core's own reader sees exactly SentencePiece's ids for every sequence."""
-    sp = spm.SentencePieceProcessor(model_file=str(default_tokenizer_path()))
-    for split in ("train", "val"):
-        lines = (ecoli_bpe / "text" / f"{split}.txt").read_text().split()
-        ds = MegatronIndexedDataset(str(ecoli_bpe / f"ecoli_{split}_text_document"))
-        assert len(ds) == len(lines) > 0
-        assert list(ds.document_indices) == list(range(len(lines) + 1))
-        expected = sp.encode(lines)
-        for i, ids in enumerate(expected):
-            assert ds[i].tolist() == [*ids, sp.eos_id()]
-        assert all(len(line) == 512 for line in lines)
 
 
 def test_split_and_manifest(ecoli_bpe: Path) -> None:
@@ -219,17 +199,6 @@ def test_memory_is_bounded_by_blocks_not_input(tmp_path: Path, genomes_dir: Path
     )  # fmt: skip
     assert everything - one < 15, (one, everything)
     assert everything < 300
-
-
-def test_help_is_instant_without_heavy_imports() -> None:
-    code = (
-        "import sys; from genos_cli.cli.app import app; from typer.testing import CliRunner; "
-        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-        "print(sorted(m for m in ('torch', 'numpy', 'sentencepiece', 'deepspeed') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 def test_version_and_module_entry_point() -> None:

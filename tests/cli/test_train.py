@@ -9,24 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_user_error, genos
-
-# A tiny Genos model (same architecture, small widths) so each run takes seconds.
-TINY = [
-    "--size", "small",
-    "--set", "model.num_layers=2", "--set", "model.hidden_size=64",
-    "--set", "model.num_attention_heads=4", "--set", "model.num_query_groups=2",
-    "--set", "model.expert_ffn_hidden_size=64", "--set", "model.max_seq_length=128",
-    "--micro-batch-size", "4", "--global-batch-size", "8", "--lr", "3e-3",
-    "--log-interval", "1", "--no-compile",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ecoli_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", out, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
-    return out
+from tests.tiny import TINY_TRAIN_ARGS
 
 
 def records(run: Path, kind: str = "train") -> list[dict]:
@@ -35,7 +18,7 @@ def records(run: Path, kind: str = "train") -> list[dict]:
 
 
 def train(*args: str | Path) -> None:
-    result = genos("train", *TINY, *args)
+    result = genos("train", *TINY_TRAIN_ARGS, *args)
     assert result.exit_code == 0, result.output
 
 
@@ -86,6 +69,8 @@ def test_resume_continues_exactly(tmp_path: Path, ecoli_data: Path) -> None:
     assert evals == [e["val_loss"] for e in records(tmp_path / "straight", "eval")]
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_two_processes_zero2_expert_parallel_match_one(tmp_path: Path, ecoli_data: Path) -> None:
     """DeepSpeed's launcher, 2 CPU ranks, ZeRO-2, experts sharded 2 ways: the same losses as
     one process with the same global batch (gradient accumulation instead of ranks)."""
@@ -148,16 +133,17 @@ def test_bad_options_fail_before_work(tmp_path: Path, ecoli_data: Path, genomes_
         "ZeRO-3 does not support Mixture-of-Experts",
     )
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--nucleotide-tokenizer",
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--nucleotide-tokenizer",
               "--output-dir", out),
         "tokenizer",
     )  # fmt: skip
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--resume", "--output-dir", out),
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--resume",
+              "--output-dir", out),
         "no complete checkpoint",
     )  # fmt: skip
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--num-gpus", "2",
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--num-gpus", "2",
               "--expert-parallel-size", "4", "--global-batch-size", "8", "--output-dir", out),
         "must divide",
     )  # fmt: skip
@@ -169,7 +155,8 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, ecoli_data: Path) -> No
     train("--data-path", ecoli_data, "--max-steps", "1", "--output-dir", run)
     before = (run / "checkpoints/step_00000001/model.safetensors").read_bytes()
     assert_user_error(
-        genos("train", *TINY, "--data-path", ecoli_data, "--max-steps", "1", "--output-dir", run),
+        genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "1",
+              "--output-dir", run),
         "already holds a run",
-    )
+    )  # fmt: skip
     assert (run / "checkpoints/step_00000001/model.safetensors").read_bytes() == before

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_train import TINY
 from tests.helpers import genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 pytest.importorskip("wandb")
 
@@ -64,17 +64,15 @@ def history(run_dir: Path, timeout: float = 60.0) -> dict[int, dict[str, object]
 
 
 def test_wandb_offline_run_logs_the_training_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ecoli_fasta: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ecoli_data: Path
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    data = tmp_path / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", data, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    result = genos("train", *TINY, "--data-path", data, "--max-steps", "4", "--eval-interval",
-                   "2", "--output-dir", run, "--wandb-project", "genos-test")  # fmt: skip
+    result = genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "4",
+                   "--eval-interval", "2", "--output-dir", run,
+                   "--wandb-project", "genos-test")  # fmt: skip
     assert result.exit_code == 0, result.output
 
     logged = [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]

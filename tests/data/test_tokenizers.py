@@ -1,5 +1,6 @@
-"""The two DNA tokenizers, SentencePiece parity, loading errors and tokenizer training, on real
-genomes from ../shared/data."""
+"""The two DNA tokenizers, loading errors and tokenizer training, on real genomes from
+../shared/data (`real_runs`: tests/conftest.py). Parity with SentencePiece itself is in
+tests/parity/test_sentencepiece.py."""
 
 from __future__ import annotations
 
@@ -27,18 +28,6 @@ from genos_cli.data.tokenizers.training import measure_compression, sample_sente
 from genos_cli.errors import GenosError
 
 # ---------------------------------------------------------------- real sequences
-
-
-@pytest.fixture(scope="module")
-def real_runs(genomes_dir: Path) -> list[str]:
-    """ACGT runs of varied length (1..700 bp) from the start of each of the six genomes."""
-    runs: list[str] = []
-    for path in sorted(genomes_dir.iterdir()):
-        for k, run in enumerate(read_acgt_runs([path], max_run_bp=700)):
-            runs.append(run[: 1 + (k * 97) % 700].decode())
-            if k == 40:
-                break
-    return runs
 
 
 @pytest.fixture(scope="module")
@@ -170,16 +159,6 @@ def test_default_model_loads_with_the_shared_special_ids() -> None:
     assert tok.fingerprint() == hashlib.sha256(default_tokenizer_path().read_bytes()).hexdigest()
     assert default_tokenizer_path().with_suffix(".vocab").is_file()
     assert all(not tok.is_special(i) for i in range(7, 128))
-
-
-def test_bpe_matches_sentencepiece_itself(real_runs: list[str]) -> None:
-    tok = load_tokenizer()
-    sp = spm.SentencePieceProcessor(model_file=str(default_tokenizer_path()))
-    for seq in real_runs:
-        assert tok.encode(seq) == sp.encode(seq)
-    assert tok.encode_packed(
-        "".join(real_runs).encode(), np.array([len(s) for s in real_runs]), append_eod=False
-    )[0].tolist() == [i for seq in sp.encode(real_runs) for i in seq]
 
 
 def test_bpe_round_trip_on_real_dna(real_runs: list[str]) -> None:

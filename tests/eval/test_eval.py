@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from genos_cli.config.schema import ModelConfig
 from genos_cli.data.bases import PieceTable, base_codes, bases_per_token
 from genos_cli.data.documents import TokenDocuments
 from genos_cli.data.fasta import read_acgt_runs
@@ -22,8 +21,7 @@ from genos_cli.eval.lm import ExpertUsage, evaluate_model, markov_bits
 from genos_cli.eval.markov import MarkovModel, positions_in_documents
 from genos_cli.eval.probe import embed, from_tsv, kmer_frequencies
 from genos_cli.model import build_model
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+from tests.tiny import tiny_model_config
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +96,7 @@ def test_piece_table_decodes_like_the_tokenizer(kind: str, ecoli_runs: list[str]
 
 
 def _tiny_model(vocab: int, context: int = 64) -> torch.nn.Module:
-    cfg = ModelConfig(num_layers=2, hidden_size=32, num_attention_heads=4, num_query_groups=2,
-                      num_experts=4, expert_ffn_hidden_size=32, vocab_size=vocab,
-                      max_seq_length=context)  # fmt: skip
+    cfg = tiny_model_config(vocab_size=vocab, max_seq_length=context)
     torch.manual_seed(0)
     return build_model(cfg, compile=False).eval()
 

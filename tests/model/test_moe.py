@@ -20,8 +20,6 @@ from genos_cli.model.moe import (
     sort_routes,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_route_softmax_topk_renormalise() -> None:
     logits = torch.log(torch.tensor([[0.1, 0.4, 0.2, 0.3], [0.5, 0.1, 0.1, 0.3]]))

@@ -1,4 +1,4 @@
-"""The model can learn: a small genos model memorises a real 2 x 512-bp E. coli batch.
+"""The model can learn: the tiny genos model memorises a real 2 x 128-bp E. coli batch.
 
 Uniform guessing over A/C/G/T costs 2 bits per base and real genomes compress only a little
 below that, so falling well under 2 bits per base on a fixed batch shows that gradients
@@ -10,17 +10,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
 import torch
 
-from genos_cli.config.schema import ModelConfig
 from genos_cli.data.fasta import read_acgt_runs
 from genos_cli.data.tokenizers import load_tokenizer
 from genos_cli.model import build_model
+from tests.tiny import tiny_model_config
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-WINDOW_BP = 512
+WINDOW_BP = 128  # = the tiny model's context
 
 
 def _windows(fasta: Path, count: int) -> list[str]:
@@ -44,26 +41,17 @@ def _bits_per_base(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def test_small_model_overfits_a_real_dna_batch(ecoli_fasta: Path) -> None:
     tokenizer = load_tokenizer("nucleotide")
-    ids = torch.tensor([tokenizer.encode(w) for w in _windows(ecoli_fasta, 2)])  # (2, 512)
+    ids = torch.tensor([tokenizer.encode(w) for w in _windows(ecoli_fasta, 2)])  # (2, 128)
     inputs, labels = ids[:, :-1], ids[:, 1:]  # predict base t+1 from bases <= t
 
-    cfg = ModelConfig(
-        num_layers=2,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_query_groups=2,
-        num_experts=4,
-        expert_ffn_hidden_size=128,
-        vocab_size=tokenizer.vocab_size,
-        max_seq_length=WINDOW_BP,
-    )
+    cfg = tiny_model_config(vocab_size=tokenizer.vocab_size, max_seq_length=WINDOW_BP)
     torch.manual_seed(0)
     model = build_model(cfg, compile=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
 
     with torch.no_grad():
         start = _bits_per_base(model(inputs).logits, labels)
-    for _ in range(300):
+    for _ in range(150):  # measured: 0.25 bits per base after 100 steps, 0.04 after 150
         out = model(inputs, labels=labels)
         out.loss.backward()
         optimizer.step()

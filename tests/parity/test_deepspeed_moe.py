@@ -16,26 +16,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from genos_cli.config.schema import ModelConfig
 from genos_cli.model import GenosForCausalLM
 from genos_cli.model.losses import load_balancing_loss
 from genos_cli.model.moe import MoELayer, route, router_logits
+from tests.tiny import tiny_model_config
 
 deepspeed = pytest.importorskip("deepspeed")
 from genos_cli.train import expert_parallel as engine  # noqa: E402  (imports deepspeed)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-CFG = ModelConfig(
-    num_layers=2,
-    hidden_size=64,
-    num_attention_heads=4,
-    num_query_groups=2,
-    num_experts=4,
-    expert_ffn_hidden_size=48,
-    vocab_size=16,
-    max_seq_length=32,
-)
+CFG = tiny_model_config(vocab_size=16)
 
 
 def _free_port() -> int:
@@ -193,6 +182,8 @@ def _expert_parallel_worker(rank: int, port: int, results: mp.Queue) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_expert_parallel_across_two_processes() -> None:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()

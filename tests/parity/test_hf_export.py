@@ -11,7 +11,7 @@ import torch
 from genos_cli.checkpoint import load
 from genos_cli.data.fasta import read_acgt_runs
 from tests.helpers import genos
-from tests.tiny_checkpoint import make_checkpoint
+from tests.tiny import make_checkpoint
 
 pytest.importorskip("transformers")
 KINDS = ["bpe", "nucleotide"]
@@ -58,6 +58,7 @@ def test_logits_match_genos(exported: tuple[Path, Path], ecoli_windows: list[str
     assert (got - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow  # every E. coli window through the HF tokenizer, twice
 def test_tokenizer_ids_match_on_every_ecoli_window(
     exported: tuple[Path, Path], ecoli_windows: list[str]
 ) -> None:

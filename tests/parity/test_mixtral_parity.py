@@ -19,6 +19,7 @@ from genos_cli.interop import (
 )
 from genos_cli.model import GenosForCausalLM, build_model
 from genos_cli.model.losses import IGNORE_INDEX
+from tests.tiny import tiny_model_config
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.mixtral.modeling_mixtral import (  # noqa: E402
@@ -26,20 +27,10 @@ from transformers.models.mixtral.modeling_mixtral import (  # noqa: E402
     load_balancing_loss_func,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-TINY = ModelConfig(
-    num_layers=1,
-    hidden_size=64,
-    num_attention_heads=4,
-    num_query_groups=2,
-    num_experts=4,
-    expert_ffn_hidden_size=96,
-    vocab_size=32,
-    max_seq_length=64,
-    rope_base=500.0,
-    norm_eps=1e-6,
-)
+# One layer: HF pools the router statistics of all layers into one aux loss, genos averages
+# per layer; with one layer the two totals agree and can be compared directly. rope_base and
+# norm_eps away from their defaults, so a converter that dropped them would show.
+TINY = tiny_model_config(num_layers=1, vocab_size=32, rope_base=500.0, norm_eps=1e-6)
 CONFIGS = {"tiny": TINY, "small": load_config(size="small").model}
 
 

@@ -141,6 +141,7 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 SWEEP = settings(max_examples=150, deadline=None, suppress_health_check=SLOW_OK)
 
 
+@pytest.mark.slow  # 150 messy FASTA files through every codec and block size
 @SWEEP
 @given(data=st.data(), codec=st.sampled_from(sorted(COMPRESS)),
        block_size=st.sampled_from([1, 2, 3, 7, 64, 1000, 1 << 20]))  # fmt: skip

@@ -1,5 +1,5 @@
-"""Shared pieces of the reliability tests: real data, a tiny model, `genos` as a separate
-process that can be killed, and ways to make a directory full or read-only."""
+"""Shared pieces of the reliability tests: `genos` as a separate process that can be killed,
+a reference run, and ways to make a directory full or read-only."""
 
 from __future__ import annotations
 
@@ -16,20 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from tests.cli.test_train import TINY
-from tests.helpers import genos
+from tests.tiny import TINY_TRAIN_ARGS
 
 # Set by an in-process training run (torch.distributed's rendezvous); a child process that
 # inherited them would try to join the test process's process group.
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-@pytest.fixture(scope="session")
-def ecoli_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
-    out = tmp_path_factory.mktemp("data") / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", out, "--workers", "1", "--val-ratio", "0.05")
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def child_env() -> dict[str, str]:
@@ -98,7 +89,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, ecoli_data: Path) ->
     return run
 
 
-RUN = [*TINY, "--max-steps", "8", "--eval-interval", "4"]
+RUN = [*TINY_TRAIN_ARGS, "--max-steps", "8", "--eval-interval", "4"]
 
 
 # -- full and read-only directories ------------------------------------------------------

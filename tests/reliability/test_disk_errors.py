@@ -12,7 +12,6 @@ from genos_cli.checkpoint import latest
 from genos_cli.checkpoint import load as load_checkpoint
 from tests.helpers import assert_user_error, genos
 from tests.reliability.conftest import (
-    TINY,
     assert_train_error,
     files_under,
     latest_tag,
@@ -21,6 +20,7 @@ from tests.reliability.conftest import (
     resize,
     small_filesystem,
 )
+from tests.tiny import TINY_TRAIN_ARGS
 
 
 def _fill_disk_at_second_save(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +42,7 @@ def _fill_disk_at_second_save(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_disk_full_at_a_save_then_read_only_then_resume(
-    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     # One tiny checkpoint is 2.8 MB: 4 MB hold the first save, not the second.
@@ -50,8 +50,8 @@ def test_disk_full_at_a_save_then_read_only_then_resume(
         if disk is None:
             _fill_disk_at_second_save(monkeypatch)
         checkpoints = (disk or tmp_path) / "ck"
-        args = [*TINY, "--data-path", ecoli_data, "--max-steps", "4", "--save-interval", "2",
-                "--eval-interval", "4", "--output-dir", run,
+        args = [*TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "4",
+                "--save-interval", "2", "--eval-interval", "4", "--output-dir", run,
                 "--checkpoint-dir", checkpoints]  # fmt: skip
         assert_train_error(
             genos("train", *args),
@@ -89,7 +89,7 @@ def test_train_output_under_a_file_fails_before_training(tmp_path: Path, ecoli_d
     for flag in ("--output-dir", "--checkpoint-dir"):
         target = blocker / "run"
         extra = [] if flag == "--output-dir" else ["--output-dir", tmp_path / "ok"]
-        result = genos("train", *TINY, "--data-path", ecoli_data, "--max-steps", "1",
+        result = genos("train", *TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--max-steps", "1",
                        flag, target, *extra)  # fmt: skip
         assert_train_error(result, "cannot create the", str(target), "not a directory")
     assert not (tmp_path / "ok" / "training_log.jsonl").exists()

@@ -8,7 +8,11 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.conftest import files_under, kill, run_genos, start, wait_until
+
+pytestmark = pytest.mark.slow  # kills a `genos preprocess` child process
 
 
 def sha256(path: Path) -> str:

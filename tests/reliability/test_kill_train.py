@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from genos_cli.checkpoint import latest, resolve
 from tests.reliability.conftest import (
     RUN,
@@ -17,6 +19,8 @@ from tests.reliability.conftest import (
     start,
     wait_until,
 )
+
+pytestmark = pytest.mark.slow  # kills and resumes `genos train` child processes
 
 
 def assert_same_losses(run: Path, reference: Path) -> None:

@@ -13,20 +13,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genos_cli.config import parse_overrides
 from genos_cli.train import trainer as trainer_module
 from genos_cli.train.plan import TrainOptions, build_plan
 from genos_cli.train.trainer import Trainer
 from tests.helpers import genos
-from tests.reliability.conftest import TINY, assert_train_error, latest_tag, log_records
+from tests.reliability.conftest import assert_train_error, latest_tag, log_records
+from tests.tiny import TINY_OVERRIDES, TINY_TRAIN_ARGS, TINY_TRAINING
 
 # Adam's first update at lr 1e30 makes the weights so large that the next backward pass
 # overflows: a real, deterministic non-finite gradient (norm inf) at step 2.
-EXPLODE = [*TINY, "--lr", "1e30", "--save-interval", "1", "--eval-interval", "100"]
+EXPLODE = [*TINY_TRAIN_ARGS, "--lr", "1e30", "--save-interval", "1", "--eval-interval", "100"]
 
 
 def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(
-    tmp_path: Path, ecoli_data: Path, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path
 ) -> None:
     run = tmp_path / "run"
     result = genos("train", *EXPLODE, "--data-path", ecoli_data, "--max-steps", "4",
@@ -38,7 +38,7 @@ def test_stop_names_the_step_and_keeps_the_last_finite_checkpoint(
 
 
 def test_skip_gives_up_after_consecutive_skips(
-    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trainer_module, "MAX_NAN_SKIPS", 3)
     run = tmp_path / "run"
@@ -58,11 +58,10 @@ def test_skip_gives_up_after_consecutive_skips(
 
 
 def _trainer(run: Path, data: Path, **training: Any) -> Trainer:
-    sets = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
-    overrides = parse_overrides(sets)
-    overrides.update({"training.micro_batch_size": 4, "training.global_batch_size": 8,
-                      "training.lr": 3e-3, "training.min_lr": 3e-4, "training.log_interval": 1,
-                      "training.eval_interval": 100, "training.save_interval": 100})  # fmt: skip
+    overrides: dict[str, Any] = dict(TINY_OVERRIDES)
+    overrides.update({f"training.{k}": v for k, v in TINY_TRAINING.items()})
+    overrides.update({"training.min_lr": 3e-4, "training.eval_interval": 100,
+                      "training.save_interval": 100})  # fmt: skip
     overrides.update({f"training.{k}": v for k, v in training.items()})
     opts = TrainOptions(size="small", overrides=overrides, data_paths=[data], output_dir=run,
                         max_steps=4, compile=False)  # fmt: skip
@@ -88,9 +87,7 @@ def _snapshot(t: Trainer) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("zero_stage", [0, 1])
-def test_skip_drops_exactly_the_bad_step(
-    tmp_path: Path, ecoli_data: Path, zero_stage: int, one_torch_thread: None
-) -> None:
+def test_skip_drops_exactly_the_bad_step(tmp_path: Path, ecoli_data: Path, zero_stage: int) -> None:
     """A NaN in one step's forward pass (ZeRO 1: DeepSpeed's optimizer skips the update;
     ZeRO 0: genos's own check does) leaves weights and optimizer state bit-identical, logs a
     warning naming the step, and training goes on."""

@@ -10,6 +10,7 @@ import pathlib
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -73,6 +74,7 @@ def test_source_has_no_unsafe_loading_or_shell() -> None:
     assert problems == []
 
 
+@pytest.mark.slow  # reference_run: 8 steps in a child process
 def test_checkpoint_files_load_without_pickled_code(reference_run: Path) -> None:
     """Every file of a real checkpoint (DeepSpeed's model, optimizer and ZeRO states, genos's
     RNG and data state) reads back with weights_only=True."""
@@ -93,8 +95,9 @@ class _Payload:
         return (pathlib.Path.touch, (self.marker,))
 
 
+@pytest.mark.slow  # reference_run
 def test_resume_refuses_a_checkpoint_with_code(
-    tmp_path: Path, ecoli_data: Path, reference_run: Path, one_torch_thread: None
+    tmp_path: Path, ecoli_data: Path, reference_run: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)

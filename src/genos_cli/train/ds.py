@@ -7,7 +7,10 @@ itself.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+from typing import Any
 
 import torch
 
@@ -24,9 +27,27 @@ from deepspeed.moe.utils import (
 
 deepspeed.utils.logger.setLevel("WARNING")
 
+
+def checkpoint_safe_globals() -> list[Any]:
+    """The few non-tensor objects DeepSpeed pickles into its checkpoint files (ZeRO's loss
+    scaler, its stage enum, parameter-slice records): plain data classes, allow-listed for
+    `torch.load(weights_only=True)`. Looked up by name: they move between releases."""
+    found: list[Any] = []
+    for module, name in (
+        ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+        ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+        ("deepspeed.utils.tensor_fragment", "fragment_address"),
+    ):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), name))
+    return found
+
+
 __all__ = [
     "MoE",
     "TopKGate",
+    "checkpoint_safe_globals",
     "comm",
     "deepspeed",
     "split_params_into_different_moe_groups_for_optimizer",

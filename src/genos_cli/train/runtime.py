@@ -11,7 +11,6 @@ implements `genos_cli.checkpoint.training.ShardWriter`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import os
 import pickle
@@ -27,7 +26,11 @@ from torch import nn
 
 from genos_cli.device import autocast, resolve_precision
 from genos_cli.errors import GenosError
-from genos_cli.train.ds import deepspeed, split_params_into_different_moe_groups_for_optimizer
+from genos_cli.train.ds import (
+    checkpoint_safe_globals,
+    deepspeed,
+    split_params_into_different_moe_groups_for_optimizer,
+)
 from genos_cli.train.expert_parallel import apply_expert_parallel, from_deepspeed_state_dicts
 
 if TYPE_CHECKING:
@@ -300,26 +303,10 @@ class Runtime:
         return from_deepspeed_state_dicts(gathered[: self.ep_size], self.plan.config.model)
 
 
-def _deepspeed_safe_globals() -> list[Any]:
-    """The few non-tensor objects DeepSpeed pickles into its checkpoint files (ZeRO's loss
-    scaler, its stage enum, parameter-slice records): plain data classes, allow-listed for
-    `torch.load(weights_only=True)`."""
-    found: list[Any] = []
-    for module, name in (
-        ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
-        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
-        ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
-        ("deepspeed.utils.tensor_fragment", "fragment_address"),
-    ):
-        with contextlib.suppress(ImportError, AttributeError):
-            found.append(getattr(importlib.import_module(module), name))
-    return found
-
-
 def weights_only_load(path: str | Path, map_location: Any = None) -> Any:
     """`torch.load` that runs no pickled code: tensors, containers, numbers and the
     allow-listed DeepSpeed records only. Anything else is refused with a GenosError."""
-    allowed = _deepspeed_safe_globals()
+    allowed = checkpoint_safe_globals()
     if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: scoped to this call
         scope: contextlib.AbstractContextManager = torch.serialization.safe_globals(allowed)
     else:
