@@ -16,18 +16,22 @@ if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
 
 import deepspeed
 import deepspeed.comm as comm
+from deepspeed.moe.experts import Experts
 from deepspeed.moe.layer import MoE
 from deepspeed.moe.sharded_moe import TopKGate
 from deepspeed.moe.utils import (
     split_params_into_different_moe_groups_for_optimizer,
 )
+from deepspeed.utils import safe_get_full_fp32_param
 
 deepspeed.utils.logger.setLevel("WARNING")
 
 __all__ = [
+    "Experts",
     "MoE",
     "TopKGate",
     "comm",
     "deepspeed",
+    "safe_get_full_fp32_param",
     "split_params_into_different_moe_groups_for_optimizer",
 ]
