@@ -58,7 +58,7 @@ def bare_loop(prefix: Path, micro: int, steps: int, compile: bool) -> dict[str, 
     from genos_cli.model import build_model
     from genos_cli.train.batches import ShardedBatches
     from genos_cli.train.plan import TrainPlan
-    from genos_cli.train.runtime import param_groups
+    from genos_cli.train.runtime import make_optimizer, param_groups
     from genos_cli.train.schedule import cosine_lr
     from genos_cli.train.trainer import seed_everything
 
@@ -69,10 +69,7 @@ def bare_loop(prefix: Path, micro: int, steps: int, compile: bool) -> dict[str, 
     seed_everything(t.seed)  # as the trainer does, before it builds the model
     data = PackedTokenDataset([f"{prefix}_train_text_document"], cfg.model.max_seq_length, t.seed)
     model = build_model(cfg.model, compile=compile)
-    opt = torch.optim.AdamW(
-        param_groups(model, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-        eps=t.adam_eps,
-    )  # fmt: skip
+    opt = make_optimizer(param_groups(model, t.weight_decay), t, torch.device("cpu"))
     batches = ShardedBatches(data, micro)
     seconds, losses = [], []
     for step in range(steps):

@@ -2,15 +2,16 @@
 
     python benchmarks/bench_train_step.py            # small preset, batch 8 x 512, fp32, 2 threads
 
-Each step is forward + backward + AdamW (fused, the same optimiser for both models) on one
-batch. The models are stepped in turn (genos, HF eager experts, HF grouped_mm experts,
-genos, ...) so load from other processes hits all of them alike; tokens/s is the batch's
-tokens over the median step time after warm-up. HF runs at its fastest settings: SDPA
+Each step is forward + backward + AdamW (`genos_cli.train.runtime.make_optimizer`, what
+`genos train` steps with, the same for both models) on one batch. The models are stepped
+in turn (genos, HF eager experts, HF grouped_mm experts, genos, ...) so load from other
+processes hits all of them alike; tokens/s is the batch's tokens over the median step time
+after warm-up. HF runs at its fastest settings: SDPA
 attention and whichever experts implementation is faster in this run. Both models hold the
 same weights (converted with genos_cli.interop), so they route the same tokens to the same
 experts.
 
-Reported: tokens/s, genos/HF ratio, model FLOPs per token (active-parameter matmuls + causal
+Reported: tokens/s, genos/HF ratio, model FLOPs per token (active-parameter matmuls + full
 attention, x3 for training; genos_cli.model.flops), achieved FLOP/s as a share of this
 machine's fp32 matmul peak measured in the same run, forward-only (inference) tokens/s, and
 the peak RSS of a fresh process doing the same steps with one model.
@@ -36,6 +37,9 @@ from genos_cli.config.schema import ModelConfig
 from genos_cli.interop import to_hf_state_dict, to_mixtral_config
 from genos_cli.model import build_model
 from genos_cli.model.flops import model_flops_per_token
+from genos_cli.train.runtime import make_optimizer
+
+TRAINING = load_config("small").training.model_copy(update={"lr": 1e-4})
 
 HF_VARIANTS = ("hf_eager", "hf_grouped_mm")
 
@@ -91,7 +95,9 @@ def make_steps(
     genos_labels = torch.roll(ids, -1, dims=1)  # genos labels are aligned with the logits
     steps = {}
     for name, model in models.items():
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        optimizer = make_optimizer(
+            [{"params": list(model.parameters())}], TRAINING, torch.device("cpu")
+        )
         is_genos = name.startswith("genos")
 
         def train(model=model, optimizer=optimizer, is_genos=is_genos) -> None:

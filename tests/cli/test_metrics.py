@@ -195,7 +195,7 @@ def _window_lines(steps: range, start_step: int, total_steps: int) -> list[str]:
     no model), as the run's log writes them."""
     import torch
 
-    from genos_cli.train.trainer import LogWindow, StepMetrics, Trainer
+    from genos_cli.train.trainer import LogWindow, StepMetrics, Trainer, WindowNumbers
 
     out: list[str] = []
     trainer = SimpleNamespace(
@@ -214,12 +214,12 @@ def _window_lines(steps: range, start_step: int, total_steps: int) -> list[str]:
         trainer.step, trainer.tokens_seen = step, step * 1024
         loss = 5.0 - 0.1 * step
         counts = torch.tensor([[60.0, 20.0, 10.0, 10.0], [25.0, 25.0, 25.0, 25.0]])
+        losses = torch.tensor([loss, loss, 1.0, 0.1], dtype=torch.float64)
         window = LogWindow()
-        window.add(StepMetrics(loss=loss, lm_loss=loss, aux_loss=1.0, z_loss=0.1, lr=1e-3,
-                               grad_norm=1.0, skipped=False, seconds=0.5, tokens=1024,
-                               expert_counts=counts))  # fmt: skip
-        record = Trainer.train_record(trainer, window, start_step, start)  # type: ignore[arg-type]
-        assert record is not None
+        window.add(StepMetrics(losses=losses, grad_norm=1.0, lr=1e-3, skipped=False,
+                               tokens=1024, expert_counts=counts), step)  # fmt: skip
+        numbers = WindowNumbers(losses.tolist(), counts.numpy(), 1.0)
+        record = Trainer.train_record(trainer, window, numbers, 0.5, start_step, start)  # type: ignore[arg-type]
         out.append(record.to_json() + "\n")
     return out
 

@@ -59,23 +59,23 @@ def test_model_flops_per_token_hand_count_small_preset() -> None:
     ]
     per_layer = sum(2 * n_in * n_out for n_in, n_out in layer_matmuls)
     assert per_layer == 1_968_128
-    # Attention at T = 512: the token at position t scores t + 1 keys (q.k, 64 wide, 4 heads)
-    # and sums as many values: 2 * 2 * 256 FLOPs per key; the mean key count is 513 / 2.
-    attention = 2 * 2 * 256 * 513 // 2
-    assert attention == 262_656
+    # Attention at T = 512, PaLM's convention (no causal discount): a token scores all 512
+    # keys (q.k, 64 wide, 4 heads) and sums as many values: 2 * 2 * 256 FLOPs per key.
+    attention = 2 * 2 * 256 * 512
+    assert attention == 524_288
     head = 2 * 256 * 128  # output projection to the 128-token vocabulary; the embedding is a lookup
     forward = 4 * (per_layer + attention) + head
-    assert forward == 8_988_672
+    assert forward == 10_035_200
     assert model_flops_per_token(cfg, 512, training=False) == forward
     # Backward = 2 x forward (gradients for inputs and for weights).
-    assert model_flops_per_token(cfg, 512) == 3 * forward == 26_966_016
+    assert model_flops_per_token(cfg, 512) == 3 * forward == 30_105_600
 
 
 def test_mfu_is_achieved_over_peak() -> None:
-    # 1,000 tokens/s x 26,966,016 FLOPs/token = 26.97 GFLOP/s; of a 100 GFLOP/s peak: 26.97%.
-    assert mfu(1000.0, 26_966_016, 100e9) == pytest.approx(0.26966016)
-    assert mfu(1000.0, 26_966_016, None) is None
-    assert mfu(1000.0, 26_966_016, 0.0) is None
+    # 1,000 tokens/s x 30,105,600 FLOPs/token = 30.1 GFLOP/s; of a 100 GFLOP/s peak: 30.1%.
+    assert mfu(1000.0, 30_105_600, 100e9) == pytest.approx(0.301056)
+    assert mfu(1000.0, 30_105_600, None) is None
+    assert mfu(1000.0, 30_105_600, 0.0) is None
 
 
 def test_record_mfu_is_the_logs_own_unless_a_peak_is_given() -> None:

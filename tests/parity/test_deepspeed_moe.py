@@ -196,3 +196,24 @@ def test_expert_parallel_across_two_processes() -> None:
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     for _, logits_err, loss_err, grad_err in sorted(results.get(timeout=5) for _ in procs):
         assert logits_err < 1e-5 and loss_err < 1e-5 and grad_err < 1e-6
+
+
+def test_batched_experts_equal_deepspeeds_loop(single_process_group: None) -> None:
+    """The two-bmm expert computation is DeepSpeed's per-expert loop, forward and backward,
+    on a padded (ep, E_local, capacity, D) buffer like the one its all-to-all delivers."""
+    from genos_cli.train.ds import Experts
+    from genos_cli.train.expert_parallel import BatchedExperts
+
+    native = _native_layer(seed=3)
+    experts = _deepspeed_layer(native, "genos").ds.deepspeed_moe.experts
+    assert isinstance(experts, BatchedExperts) and experts.num_local_experts == CFG.num_experts
+    x = torch.randn(2, CFG.num_experts, 5, CFG.hidden_size, requires_grad=True)  # ep=2 chunks
+    batched = experts(x)
+    looped = Experts.forward(experts, x)  # DeepSpeed's own loop over the same modules
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(batched)
+    params = list(experts.parameters())
+    got = torch.autograd.grad(batched, [x, *params], grad)
+    want = torch.autograd.grad(looped, [x, *params], grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)

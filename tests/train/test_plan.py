@@ -77,6 +77,17 @@ def test_gpu_peaks_and_mfu() -> None:
     assert gpu_peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
     assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
     assert gpu_peak_flops("NVIDIA H200", "bf16") == 989e12
+    # Whole-word matches: an H20 is not an H200, an L40S not an L4, an H100 NVL not an H100.
+    assert gpu_peak_flops("NVIDIA H20", "bf16") == 148e12
+    assert gpu_peak_flops("NVIDIA H200 NVL", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 NVL", "bf16") == 835e12
+    assert gpu_peak_flops("NVIDIA L40S", "bf16") == 362e12
+    assert gpu_peak_flops("NVIDIA L4", "bf16") == 121e12
+    assert gpu_peak_flops("NVIDIA H800", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA B200", "bf16") == 2250e12
+    assert gpu_peak_flops("NVIDIA B200", "fp32") is None  # not published: no MFU
+    assert gpu_peak_flops("NVIDIA GeForce RTX 4090", "bf16") == 165.2e12
+    assert gpu_peak_flops("Tesla T4", "bf16") is None  # no bf16 before Ampere
     assert gpu_peak_flops("Some Future GPU", "bf16") is None
     assert mfu(1000.0, 6e6, 1.2e10) == pytest.approx(0.5)
     assert mfu(1000.0, 6e6, None) is None

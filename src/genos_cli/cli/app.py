@@ -10,6 +10,7 @@ import typer
 from genos_cli import __version__
 from genos_cli.cli import (
     config_cmd,
+    env_cmd,
     eval_cmd,
     export_cmd,
     metrics_cmd,
@@ -32,6 +33,7 @@ app.command(name="preprocess")(preprocess_cmd.preprocess)
 app.command(name="train")(train_cmd.train)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
+app.command(name="env")(env_cmd.env)
 
 
 def _version(value: bool) -> None:

@@ -160,9 +160,29 @@ class PackedTokenDataset:
         return out
 
     def samples(self, indices: np.ndarray) -> np.ndarray:
-        """Global samples `indices` (N,): (N, seq_length + 1) int64."""
+        """Global samples `indices` (N,): (N, seq_length + 1) int64, gathered at once (no
+        Python loop over samples or tokens: a micro-batch is one gather per source)."""
         flat = np.asarray(indices, np.int64).ravel()
+        if flat.size and flat.min() < 0:
+            raise IndexError(f"sample index {int(flat.min())} is negative")
         out = np.empty((flat.size, self.seq_length + 1), np.int64)
-        for row, i in enumerate(flat.tolist()):
-            out[row] = self.sample(i)
+        epochs, local = np.divmod(flat, self.samples_per_epoch)
+        for epoch in np.unique(epochs).tolist():
+            rows = np.flatnonzero(epochs == epoch)
+            out[rows] = self._gather(self.epoch_index(epoch), local[rows])
+        return out
+
+    def _gather(self, index: EpochIndex, local: np.ndarray) -> np.ndarray:
+        """Samples `local` (R,) of one epoch: (R, T+1) tokens, through the epoch's stream."""
+        positions = local[:, None] * self.seq_length + np.arange(self.seq_length + 1)  # (R, T+1)
+        k = np.searchsorted(index.offsets, positions, side="right") - 1  # reading-order slot
+        doc = index.order[k]  # (R, T+1) document of each position
+        where = self._doc_start[doc] + (positions - index.offsets[k])  # within its source
+        if len(self._sources) == 1:
+            return np.asarray(self._sources[0].tokens[where], np.int64)
+        out = np.empty(positions.shape, np.int64)
+        source = self._doc_source[doc]
+        for s, ds in enumerate(self._sources):
+            hit = source == s
+            out[hit] = ds.tokens[where[hit]]
         return out

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def prefetch(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetch(source: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Yield `source`'s items, produced by a thread at most `depth` items ahead.
 
     Useful when the producer spends its time in C code that releases the GIL (zlib, file

@@ -1,7 +1,7 @@
 """Causal grouped-query self-attention (Ainslie et al. 2023) with rotary embeddings.
 
 One fused q/k/v projection, RoPE on q and k in a single op, then the attention kernel:
-flash-attn's `flash_attn_func` when that package is importable and the run is CUDA bf16/fp16,
+flash-attn's `flash_attn_func` where it can run (`genos_cli.model.flash_attention` decides),
 otherwise `torch.nn.functional.scaled_dot_product_attention` (which itself picks the
 flash / memory-efficient kernels on GPU, and a flash-style kernel on CPU). Both take the
 key/value heads as they are (native GQA), so k and v are never repeated per query head.
@@ -9,25 +9,12 @@ key/value heads as they are (native GQA), so k and v are never repeated per quer
 
 from __future__ import annotations
 
-import importlib.util
-from functools import cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genos_cli.model.flash_attention import flash_attn, use_flash_attn
 from genos_cli.model.layers import apply_rope
-
-
-@cache
-def flash_attn_available() -> bool:
-    """Whether the `flash_attn` package (Dao et al. 2022/2023) is installed."""
-    return importlib.util.find_spec("flash_attn") is not None
-
-
-def use_flash_attn(q: torch.Tensor) -> bool:
-    """flash-attn's kernels apply to CUDA tensors in bf16 or fp16 only."""
-    return q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and flash_attn_available()
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -36,9 +23,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     q: (B, T, H, Dh); k, v: (B, T, G, Dh). Returns (B, T, H, Dh). The scale is 1/sqrt(Dh).
     """
     if use_flash_attn(q):
-        from flash_attn import flash_attn_func
-
-        return flash_attn_func(q, k, v, causal=True)  # (B, T, H, Dh) layout, GQA native
+        flash = flash_attn().func
+        assert flash is not None
+        return flash(q, k, v, causal=True)  # (B, T, H, Dh) layout, GQA native
     # SDPA wants (B, heads, T, Dh); the transposes are views.
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True

@@ -1,7 +1,11 @@
 """Model FLOPs per token, for throughput as a share of hardware peak (MFU).
 
-Counts matmul FLOPs only (2 per multiply-add), as PaLM's MFU does (Chowdhery et al. 2022,
-appendix B): norms, softmax, RoPE and routing bookkeeping are not "model FLOPs".
+The convention is PaLM's (Chowdhery et al. 2022, appendix B), which Megatron-LM's reported
+MFU follows too: matmul FLOPs only (2 per multiply-add; norms, softmax, RoPE and routing
+bookkeeping are not "model FLOPs"), 6 N per token for training plus 12 L H Dh T for
+attention — the full T x T score matrix, with no discount for the causal mask. So genos's
+MFU compares directly with published figures (it is higher than a count that halves
+causal attention, for the same speed).
 """
 
 from __future__ import annotations
@@ -27,13 +31,11 @@ def active_matmul_params(cfg: ModelConfig) -> int:
 
 
 def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
-    """Forward FLOPs of q k^T and (attention) v for one token, averaged over a causal window.
-
-    A token at position t attends to t + 1 keys; the mean over t < T is (T + 1) / 2. Each of
-    the two products costs 2 * H * Dh FLOPs per attended key.
-    """
+    """Forward FLOPs of q k^T and (attention) v for one token: PaLM's 2 x 2 x H x Dh x T per
+    layer (each of the two products, 2 FLOPs per multiply-add, against all T positions: no
+    causal discount; see the module doc)."""
     width = cfg.num_attention_heads * cfg.head_dim
-    return cfg.num_layers * 2 * 2 * width * (seq_len + 1) // 2
+    return cfg.num_layers * 2 * 2 * width * seq_len
 
 
 def model_flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> int:

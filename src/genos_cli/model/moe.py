@@ -73,18 +73,21 @@ def sort_routes(experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # Grouped matmul: one matmul per expert over contiguous row slices
 
 
-def _native_grouped_mm_ok(*operands: torch.Tensor) -> bool:
-    """Whether to use `torch._grouped_mm` (one kernel, no host sync) for these operands.
-
-    CUDA only: bf16, compute capability 8.0+, torch >= 2.9 (the rules of Hugging Face's
-    `_can_use_grouped_mm`), every non-unit stride a multiple of 16 bytes. On CPU torch
-    2.13's kernel runs the forward product ~1.5x slower than one `torch.mm` per expert
-    (measured at the small preset's shapes), so the CPU always takes the loop.
-    """
-    first = operands[0]
-    if not hasattr(torch, "_grouped_mm") or first.device.type != "cuda":
+def native_grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `torch._grouped_mm` can run experts on `device` in `dtype`: CUDA, bf16,
+    compute capability 8.0+, torch >= 2.9 (the rules of Hugging Face's `_can_use_grouped_mm`).
+    On CPU torch 2.13's kernel runs the forward product ~1.5x slower than one `torch.mm` per
+    expert (measured at the small preset's shapes), so the CPU always takes the loop."""
+    if not hasattr(torch, "_grouped_mm") or device.type != "cuda" or dtype != torch.bfloat16:
         return False
-    if _TORCH_VERSION < (2, 9) or torch.cuda.get_device_capability(first.device) < (8, 0):
+    return _TORCH_VERSION >= (2, 9) and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def _native_grouped_mm_ok(*operands: torch.Tensor) -> bool:
+    """`native_grouped_mm_available` for these operands, every non-unit stride a multiple
+    of 16 bytes (one kernel, no host sync)."""
+    first = operands[0]
+    if not native_grouped_mm_available(first.device, first.dtype):
         return False
     return all(
         t.dtype == torch.bfloat16
@@ -101,16 +104,17 @@ def _torch_version() -> tuple[int, int]:
 _TORCH_VERSION = _torch_version()
 
 
-def _group_bounds(offsets: torch.Tensor) -> list[int]:
-    # One host sync per call: free on CPU; on CUDA only where _grouped_mm cannot be used.
-    return [0, *offsets.tolist()]
+def _group_bounds(host_offsets: torch.Tensor) -> list[int]:
+    # `host_offsets` is a CPU copy of the offsets, made once per MoE layer (see MoELayer):
+    # reading it here costs no device sync, however many matmuls the layer runs.
+    return [0, *host_offsets.tolist()]
 
 
 @torch.library.custom_op("genos::grouped_mm", mutates_args=())
-def _grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def _grouped_mm(x: torch.Tensor, w: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
     """The per-expert loop: out[slice_e] = x[slice_e] @ w[e] (one opaque op to compile)."""
     out = x.new_empty(x.shape[0], w.shape[2])
-    bounds = _group_bounds(offsets)
+    bounds = _group_bounds(host_offsets)
     for e in range(w.shape[0]):
         start, end = bounds[e], bounds[e + 1]
         torch.mm(x[start:end], w[e], out=out[start:end])
@@ -118,63 +122,69 @@ def _grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torc
 
 
 @_grouped_mm.register_fake
-def _(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def _(x: torch.Tensor, w: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape[0], w.shape[2])
 
 
 @torch.library.custom_op("genos::grouped_mm_weight_grad", mutates_args=())
 def _grouped_mm_weight_grad(
-    x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor
+    x: torch.Tensor, grad: torch.Tensor, host_offsets: torch.Tensor
 ) -> torch.Tensor:
     """dW[e] = x[slice_e]^T @ grad[slice_e]: (S, K), (S, N) -> (E, K, N)."""
-    out = x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
-    bounds = _group_bounds(offsets)
-    for e in range(offsets.shape[0]):
+    out = x.new_empty(host_offsets.shape[0], x.shape[1], grad.shape[1])
+    bounds = _group_bounds(host_offsets)
+    for e in range(host_offsets.shape[0]):
         start, end = bounds[e], bounds[e + 1]
         torch.mm(x[start:end].t(), grad[start:end], out=out[e])
     return out
 
 
 @_grouped_mm_weight_grad.register_fake
-def _(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+def _(x: torch.Tensor, grad: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(host_offsets.shape[0], x.shape[1], grad.shape[1])
 
 
 def _grouped_mm_setup(
     ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: torch.Tensor
 ) -> None:
-    x, w, offsets = inputs
-    ctx.save_for_backward(x, w, offsets)
+    x, w, host_offsets = inputs
+    ctx.save_for_backward(x, w, host_offsets)
 
 
 def _grouped_mm_backward(
     ctx: Any,  # a FunctionCtx; torch's stub lacks its saved_tensors and needs_input_grad
     grad: torch.Tensor,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-    x, w, offsets = ctx.saved_tensors
+    x, w, host = ctx.saved_tensors
     grad = grad.contiguous()
-    grad_x = _grouped_mm(grad, w.transpose(1, 2), offsets) if ctx.needs_input_grad[0] else None
-    grad_w = _grouped_mm_weight_grad(x, grad, offsets) if ctx.needs_input_grad[1] else None
+    grad_x = _grouped_mm(grad, w.transpose(1, 2), host) if ctx.needs_input_grad[0] else None
+    grad_w = _grouped_mm_weight_grad(x, grad, host) if ctx.needs_input_grad[1] else None
     return grad_x, grad_w, None
 
 
 _grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
-def grouped_mm(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def grouped_mm(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    offsets: torch.Tensor,
+    host_offsets: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Rows [offsets[e-1], offsets[e]) of x times w[e], for every expert e.
 
     x: (S, K) rows sorted by group; w: (E, K, N); offsets: (E,) int32 cumulative row counts
-    (offsets[-1] == S). Returns (S, N). `torch._grouped_mm` (with torch's own backward)
-    where `_native_grouped_mm_ok`, else the per-expert loop `_grouped_mm`. Under autocast
-    both operands are cast to the autocast dtype first: neither op is autocast-aware.
+    (offsets[-1] == S); host_offsets: the same on the CPU, if the caller has it. Returns
+    (S, N). `torch._grouped_mm` (with torch's own backward) where `_native_grouped_mm_ok`,
+    else the per-expert loop `_grouped_mm`, which needs the bounds on the host. Under
+    autocast both operands are cast to the autocast dtype first: neither op is autocast-aware.
     """
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w = x.to(dtype), w.to(dtype)
     if _native_grouped_mm_ok(x, w):
         return torch._grouped_mm(x, w, offs=offsets)
-    return _grouped_mm(x, w, offsets)
+    return _grouped_mm(x, w, offsets.cpu() if host_offsets is None else host_offsets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +273,18 @@ class MoELayer(nn.Module):
         probs, weights, experts = route(logits, self.top_k)  # (N, E), (N, K), (N, K)
         counts = expert_counts(experts, self.num_experts)  # (E,)
         offsets = counts.cumsum(0).to(torch.int32)  # (E,) end row of each expert's slice
+        # The per-expert loop needs the bounds on the host: one copy for the layer's four
+        # matmuls and their gradients (on CPU a no-op; on CUDA one sync, and none at all where
+        # the native grouped GEMM runs).
+        device_type = x.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type) if autocast else x.dtype
+        host = None if native_grouped_mm_available(x.device, dtype) else offsets.cpu()
         order, inverse = sort_routes(experts)  # (N*K,) each
 
         routed = _PermuteToExperts.apply(x, order, inverse, self.top_k)  # (N*K, D)
-        hidden = swiglu(grouped_mm(routed, self.w_gate_up, offsets))  # (N*K, F)
-        y = grouped_mm(hidden, self.w_down, offsets)  # (N*K, D)
+        hidden = swiglu(grouped_mm(routed, self.w_gate_up, offsets, host))  # (N*K, F)
+        y = grouped_mm(hidden, self.w_down, offsets, host)  # (N*K, D)
         out = _CombineFromExperts.apply(y, weights, order, inverse)  # (N, D)
         return out.view(shape), MoERouting(logits, probs, experts, counts)
 

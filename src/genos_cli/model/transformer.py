@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -25,13 +24,17 @@ if TYPE_CHECKING:
     from genos_cli.config.schema import ModelConfig
 
 
-@dataclass
-class GenosOutput:
+class GenosOutput(NamedTuple):
     """What one forward pass returns.
 
     `loss` = lm_loss + aux_loss_coeff * aux_loss + z_loss_coeff * z_loss, and like `lm_loss`
     is None without labels. `aux_loss` and `z_loss` are means over layers.
     `expert_counts` (L, E) counts the (token, slot) routes each expert received per layer.
+
+    A NamedTuple, not a dataclass, because DeepSpeed finds the output tensors to hook (its
+    backward prologue and gradient-accumulation scaling) by walking tuples, lists and dicts
+    only: with a dataclass its bf16 optimizer never cleared the bf16 gradients between
+    micro-batches and accumulated micro-batch k's gradient (A - k + 1) times.
     """
 
     logits: torch.Tensor  # (B, T, V)

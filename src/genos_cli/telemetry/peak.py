@@ -10,40 +10,56 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
 from genos_cli.atomic import atomic_write
 from genos_cli.telemetry.records import TrainRecord
 
-# Dense peak TFLOP/s by (name fragment, dtype); first match wins, so specific names first.
+# Dense (not 2:4-sparse) peak TFLOP/s by (name fragment, dtype), from NVIDIA's datasheets;
+# bf16/fp16 with fp32 accumulation, as PyTorch computes. A fragment matches as a whole word
+# ("H20" is not "H200"), and the first match wins, so specific names come first. A dtype a
+# GPU lacks (bf16 before Ampere), or whose figure is not published (B200 fp32), is absent:
+# such runs log no MFU unless --peak-tflops gives one.
 GPU_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
+    ("B200", {"bf16": 2250.0, "fp16": 2250.0}),
     ("H200", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),
+    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "fp32": 60.0}),
     ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}),
     ("H100", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),
+    ("H800 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}),
+    ("H800", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),
+    ("H20", {"bf16": 148.0, "fp16": 148.0, "fp32": 44.0}),
     ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}),
     ("L40S", {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6}),
     ("A10G", {"bf16": 70.0, "fp16": 70.0, "fp32": 31.2}),
     ("L4", {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3}),
+    ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6}),
     ("V100", {"fp16": 125.0, "fp32": 15.7}),
     ("T4", {"fp16": 65.0, "fp32": 8.1}),
 ]
 
 
-def gpu_peak_flops(device_name: str, dtype: str) -> float | None:
-    """Peak FLOP/s for a GPU name as NVML/torch reports it, or None if unknown."""
-    for fragment, peaks in GPU_PEAK_TFLOPS:
-        if fragment.lower() in device_name.lower() and dtype in peaks:
-            return peaks[dtype] * 1e12
-    return None
+def _matches(fragment: str, device_name: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(fragment)}(?![A-Za-z0-9])", device_name,
+                     re.IGNORECASE) is not None  # fmt: skip
 
 
 def gpu_peak_entry(device_name: str) -> tuple[str, dict[str, float]] | None:
     """The table row (name fragment, dense TFLOP/s by dtype) a GPU name matches, or None."""
     for fragment, peaks in GPU_PEAK_TFLOPS:
-        if fragment.lower() in device_name.lower():
+        if _matches(fragment, device_name):
             return fragment, peaks
     return None
+
+
+def gpu_peak_flops(device_name: str, dtype: str) -> float | None:
+    """Peak FLOP/s for a GPU name as NVML/torch reports it, or None if unknown."""
+    entry = gpu_peak_entry(device_name)
+    if entry is None or dtype not in entry[1]:
+        return None
+    return entry[1][dtype] * 1e12
 
 
 def cpu_peak_cache_file() -> Path:

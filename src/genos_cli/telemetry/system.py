@@ -248,10 +248,84 @@ def memory_mb(device_type: str) -> tuple[float, float]:
     return current, max(peak, current)
 
 
-def gpu_utilisation_sampler(device_index: int) -> NvmlSampler | None:
-    """NVML's sampler of one GPU, or None without a usable driver (utilisation is then
-    simply absent from the log)."""
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What identifies one GPU to both CUDA and NVML."""
+
+    uuid: str | None  # without the "GPU-" prefix, lower case
+    pci: tuple[int, int, int] | None  # (domain, bus, device)
+
+
+def _normal_uuid(value: object) -> str | None:
+    text = str(value or "").strip().lower()
+    for prefix in ("gpu-", "mig-"):
+        text = text.removeprefix(prefix)
+    return text or None
+
+
+def _pci_of_bus_id(bus_id: str | bytes) -> tuple[int, int, int] | None:
+    """ "00000000:3B:00.0" -> (0, 0x3B, 0)."""
+    text = _text(bus_id).strip()
     try:
-        return NvmlSampler([device_index])
+        domain, bus, rest = text.split(":")
+        return int(domain, 16), int(bus, 16), int(rest.split(".")[0], 16)
+    except ValueError:
+        return None
+
+
+def match_nvml_index(torch_device: DeviceIdentity, nvml: Sequence[DeviceIdentity]) -> int | None:
+    """The NVML index of the GPU that CUDA calls `torch_device`: by UUID, else by PCI
+    address; None if neither matches. CUDA numbers only the GPUs CUDA_VISIBLE_DEVICES shows
+    (and may order them differently), while NVML numbers every GPU of the machine, so the
+    local rank is the wrong NVML index whenever the variable is set."""
+    for key in ("uuid", "pci"):
+        wanted = getattr(torch_device, key)
+        if wanted is None:
+            continue
+        hits = [i for i, d in enumerate(nvml) if getattr(d, key) == wanted]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _torch_identity(cuda_index: int) -> DeviceIdentity:
+    import torch
+
+    props = torch.cuda.get_device_properties(cuda_index)
+    # PCI fields exist on torch builds with CUDA device info (not in every release's stub).
+    address = [getattr(props, a, -1) for a in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    domain, bus, device = (int(v) for v in address)
+    pci = None if min(domain, bus, device) < 0 else (domain, bus, device)
+    return DeviceIdentity(_normal_uuid(getattr(props, "uuid", None)), pci)
+
+
+def nvml_index(cuda_index: int) -> int | None:
+    """The NVML index of CUDA device `cuda_index` (see `match_nvml_index`), or None without
+    a usable NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        nvml = [
+            DeviceIdentity(
+                _normal_uuid(_text(pynvml.nvmlDeviceGetUUID(h))),
+                _pci_of_bus_id(pynvml.nvmlDeviceGetPciInfo(h).busId),
+            )
+            for h in handles
+        ]
+    except Exception:  # no library, no driver
+        return None
+    return match_nvml_index(_torch_identity(cuda_index), nvml)
+
+
+def gpu_utilisation_sampler(cuda_index: int) -> NvmlSampler | None:
+    """NVML's sampler of the GPU CUDA calls `cuda_index`, or None without a usable driver
+    or when the GPU cannot be identified (utilisation is then simply absent from the log)."""
+    index = nvml_index(cuda_index)
+    if index is None:
+        return None
+    try:
+        return NvmlSampler([index])
     except NoGpu:
         return None

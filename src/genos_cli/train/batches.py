@@ -9,13 +9,14 @@ batch. The samples themselves come from `genos_cli.data.packed`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genos_cli.data.packed import PackedTokenDataset
+from genos_cli.data.prefetch import prefetch
 from genos_cli.errors import GenosError
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ def step_sample_indices(
 class MicroBatch:
     input_ids: torch.Tensor  # (B, T) int64
     labels: torch.Tensor  # (B, T) int64: input_ids shifted left by one
+
+    def pinned(self) -> MicroBatch:
+        """In page-locked memory, so `.to(cuda, non_blocking=True)` really is asynchronous."""
+        return MicroBatch(self.input_ids.pin_memory(), self.labels.pin_memory())
 
 
 def to_micro_batch(windows: np.ndarray) -> MicroBatch:
@@ -112,6 +117,23 @@ class ShardedBatches:
     def batches(self, step: int) -> list[MicroBatch]:
         """This rank's micro-batches at `step` (does not move the position)."""
         return [to_micro_batch(self.dataset.samples(row)) for row in self.indices(step)]
+
+    def prefetched(
+        self, start_step: int, *, depth: int = 2, pin_memory: bool = False
+    ) -> Generator[tuple[int, list[MicroBatch]], None, None]:
+        """(step, this rank's micro-batches) from `start_step` on, built by a background
+        thread up to `depth` steps ahead of the consumer (the gathers from the memory-mapped
+        tokens overlap the model's compute), pinned for asynchronous copies to a GPU. Close
+        the iterator to stop the thread."""
+
+        def produce() -> Iterator[tuple[int, list[MicroBatch]]]:
+            step = start_step
+            while True:
+                batches = self.batches(step)
+                yield step, [b.pinned() for b in batches] if pin_memory else batches
+                step += 1
+
+        return prefetch(produce(), depth)
 
     def __iter__(self) -> Iterator[list[MicroBatch]]:
         return self

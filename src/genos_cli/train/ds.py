@@ -19,13 +19,34 @@ if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
 
 import deepspeed
 import deepspeed.comm as comm
+from deepspeed.moe.experts import Experts
 from deepspeed.moe.layer import MoE
 from deepspeed.moe.sharded_moe import TopKGate
 from deepspeed.moe.utils import (
     split_params_into_different_moe_groups_for_optimizer,
 )
+from deepspeed.utils import safe_get_full_fp32_param
 
 deepspeed.utils.logger.setLevel("WARNING")
+
+
+def op_report() -> dict[str, Any]:
+    """DeepSpeed's version, its accelerator, and which of its ops can be built or loaded
+    here (the op table of `ds_report`), for `genos env`."""
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.ops.op_builder.all_ops import ALL_OPS
+
+    ops = {}
+    for name, builder in sorted(ALL_OPS.items()):
+        try:
+            ops[name] = bool(builder.is_compatible(verbose=False))
+        except Exception:  # a builder that cannot even check
+            ops[name] = False
+    return {
+        "version": deepspeed.__version__,
+        "accelerator": get_accelerator()._name,
+        "ops_compatible": ops,
+    }
 
 
 def checkpoint_safe_globals() -> list[Any]:
@@ -45,10 +66,13 @@ def checkpoint_safe_globals() -> list[Any]:
 
 
 __all__ = [
+    "Experts",
     "MoE",
     "TopKGate",
     "checkpoint_safe_globals",
     "comm",
     "deepspeed",
+    "op_report",
+    "safe_get_full_fp32_param",
     "split_params_into_different_moe_groups_for_optimizer",
 ]

@@ -250,8 +250,30 @@ def _plan(cfg: GenosConfig, opts: TrainOptions, train: list[Path], val: list[Pat
         peak_tflops=opts.peak_tflops,
     )
     plan.grad_accum(plan.world_size)  # batch and expert-parallel sizes must fit: say so now
+    _check_precision(cfg)
     _check_output(plan)
     return plan
+
+
+def check_precision(precision: str, zero_stage: int) -> None:
+    """bf16/fp16 training needs ZeRO 1 or 2: only there does DeepSpeed accumulate gradients
+    in fp32 (without ZeRO it accumulates and reduces them in bf16/fp16)."""
+    if precision in ("bf16", "fp16") and zero_stage == 0:
+        raise GenosError(
+            f"--precision {precision} needs --zero-stage 1 or 2: only there does DeepSpeed "
+            "accumulate gradients in fp32; use ZeRO 1 (the default) or --precision fp32"
+        )
+
+
+def _check_precision(cfg: GenosConfig) -> None:
+    """The precision this machine would pick must work with the ZeRO stage (bf16 needs
+    ZeRO 1 or 2); fp16 without CUDA is refused here too."""
+    import torch
+
+    from genos_cli.device import resolve_precision
+
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    check_precision(resolve_precision(cfg.training.precision, device), cfg.training.zero_stage)
 
 
 def _check_output(plan: TrainPlan) -> None:

@@ -24,16 +24,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from genos_cli.device import autocast, resolve_precision
+from genos_cli.device import autocast, enable_tf32, resolve_precision
 from genos_cli.errors import GenosError
 from genos_cli.train.ds import (
     checkpoint_safe_globals,
     deepspeed,
+    safe_get_full_fp32_param,
     split_params_into_different_moe_groups_for_optimizer,
 )
-from genos_cli.train.expert_parallel import apply_expert_parallel, from_deepspeed_state_dicts
+from genos_cli.train.expert_parallel import (
+    apply_expert_parallel,
+    from_deepspeed_state_dicts,
+    is_expert_key,
+)
+from genos_cli.train.plan import check_precision
 
 if TYPE_CHECKING:
+    from genos_cli.config import TrainingConfig
     from genos_cli.model import GenosForCausalLM, GenosOutput
     from genos_cli.train.plan import TrainPlan
 
@@ -55,33 +62,45 @@ def free_port() -> int:
 def init_distributed() -> DistInfo:
     """Join the process group DeepSpeed's launcher set up (RANK/WORLD_SIZE/... in the
     environment), or make a one-process group for a run in this process: DeepSpeed's
-    engine always needs `torch.distributed`. NCCL on GPUs, gloo on CPUs."""
-    if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update(
-                RANK="0",
-                LOCAL_RANK="0",
-                WORLD_SIZE="1",
-                LOCAL_SIZE="1",
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(free_port()),
-            )
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    engine always needs `torch.distributed`. NCCL on GPUs, gloo on CPUs.
+
+    The rank's GPU is selected before the process group starts: NCCL binds its
+    communicator to the current device, and without `set_device` every rank of a node
+    would first create a context on GPU 0.
+    """
+    if "RANK" not in os.environ and not dist.is_initialized():
+        os.environ.update(
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(free_port()),
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[str, Any]:
     """The DeepSpeed config for a plan (https://www.deepspeed.ai/docs/config-json/). The
     learning rate schedule stays genos's (set on the optimizer each step), so it is exactly
-    restored from the step number on resume."""
+    restored from the step number on resume.
+
+    In bf16/fp16 the gradients are accumulated over micro-batches and reduced over ranks in
+    fp32 (`data_types.grad_accum_dtype`, `communication_data_type`): the small preset on one
+    GPU sums 8 micro-batches, and bf16's 8-bit mantissa would round each addition. DeepSpeed
+    does that under ZeRO 1 (its BF16_Optimizer) and 2 only, hence `check_precision`.
+    """
     t = plan.config.training
+    low_precision = precision in ("bf16", "fp16")
     return {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
@@ -96,6 +115,11 @@ def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[s
         },
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        **(
+            {"data_types": {"grad_accum_dtype": "fp32"}, "communication_data_type": "fp32"}
+            if low_precision
+            else {}
+        ),
         "zero_allow_untested_optimizer": True,  # torch's AdamW, with ZeRO 1/2
         "steps_per_print": 2**31 - 1,  # genos reports progress itself
         "wall_clock_breakdown": False,
@@ -116,6 +140,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def make_optimizer(
+    groups: list[dict[str, Any]], training: TrainingConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The AdamW genos trains with: torch's fused kernel (one launch for all parameters, on
+    GPUs and, since torch 2.4, on CPUs), else the multi-tensor `foreach` one. Fused is the
+    fastest here on CPU too (measured on the small preset); the benchmarks use this same
+    optimizer, so they measure what `genos train` runs."""
+    kwargs: dict[str, Any] = {
+        "lr": training.lr,
+        "betas": (training.adam_beta1, training.adam_beta2),
+        "eps": training.adam_eps,
+    }
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+        return torch.optim.AdamW(groups, foreach=device.type != "meta", **kwargs)
+
+
 class Runtime:
     """This rank's process group, precision and DeepSpeed engine (see the module doc)."""
 
@@ -125,6 +167,8 @@ class Runtime:
         self.is_main = self.dist.rank == 0
         self.device = self.dist.device
         self.precision = resolve_precision(plan.config.training.precision, self.device)
+        check_precision(self.precision, plan.config.training.zero_stage)
+        enable_tf32(self.device, self.precision)
         self.grad_accum = plan.grad_accum(self.dist.world_size)
         self.ep_size = plan.config.training.expert_parallel_size
         self._engine: Any = None
@@ -147,9 +191,7 @@ class Runtime:
         if self.ep_size > 1:
             # Expert weights are reduced over the expert-data-parallel group, not the world.
             groups = split_params_into_different_moe_groups_for_optimizer(groups)
-        optimizer = torch.optim.AdamW(
-            groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
-        )
+        optimizer = make_optimizer(groups, t, self.device)
         self._engine, *_ = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
@@ -183,11 +225,11 @@ class Runtime:
         for group in self._engine.optimizer.param_groups:
             group["lr"] = lr
 
-    def grad_norm(self) -> float | None:
+    def grad_norm(self) -> torch.Tensor | float | None:
+        """The last step's global gradient norm as DeepSpeed keeps it: a device tensor (not
+        read, so no host sync) or a float."""
         norm = self._engine.get_global_grad_norm()
-        if norm is None:
-            return None
-        return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
+        return norm.detach() if isinstance(norm, torch.Tensor) else norm
 
     def skipped_steps(self) -> int:
         """Optimizer steps DeepSpeed skipped so far (its ZeRO optimizer skips a step whose
@@ -241,7 +283,7 @@ class Runtime:
             squares[int(is_expert)] += p.grad.detach().double().square().sum()
         if self.ep_size > 1 and dist.is_initialized():
             # Gradients are averaged already; each expert lives on world / ep_size ranks.
-            experts = self.all_reduce_sum(squares[1:].cpu())
+            experts = self.all_reduce_sum(squares[1:])
             squares[1] = float(experts[0]) * self.ep_size / dist.get_world_size()
         return float(squares.sum().sqrt())
 
@@ -249,16 +291,13 @@ class Runtime:
 
     @staticmethod
     def _reduce(values: torch.Tensor, op: Any) -> torch.Tensor:
+        """All-reduce a copy of `values` where it lives (NCCL: the GPU, gloo: the CPU), so
+        metrics do not travel to the host and back."""
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return values
-        device = (
-            torch.device("cuda", torch.cuda.current_device())
-            if (dist.get_backend() == "nccl")
-            else torch.device("cpu")
-        )
-        buf = values.to(device)
+        buf = values.clone()
         dist.all_reduce(buf, op=op)
-        return buf.cpu()
+        return buf
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         return self._reduce(values, dist.ReduceOp.SUM)
@@ -293,14 +332,41 @@ class Runtime:
         return client_state
 
     def consolidated_state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model in genos's native layout (experts gathered from the ranks of the
-        first expert-parallel group when they are sharded). Collective: every rank calls it."""
-        local = {k: v.detach().cpu() for k, v in self._engine.module.state_dict().items()}
+        """The whole model in genos's native layout, as the fp32 master weights (in a bf16
+        run the module holds bf16 copies; export, eval and fine-tuning get the masters).
+
+        Collective: every rank calls it (reading a ZeRO-partitioned master is an all-reduce
+        over its data-parallel group). Only rank 0 gets the result, others an empty dict:
+        with experts sharded, ranks 1 .. ep_size-1 (the rest of the first expert-parallel
+        group) send rank 0 their experts, and nothing else travels.
+        """
+        local = self._fp32_state_dict()
         if self.ep_size == 1:
-            return local
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-        return from_deepspeed_state_dicts(gathered[: self.ep_size], self.plan.config.model)
+            return local if self.is_main else {}
+        rank = self.dist.rank
+        if rank == 0:
+            shards = [local]
+            for src in range(1, self.ep_size):
+                box: list[Any] = [None]
+                dist.recv_object_list(box, src=src)
+                shards.append(box[0])
+            return from_deepspeed_state_dicts(shards, self.plan.config.model)
+        if rank < self.ep_size:
+            experts = {k: v for k, v in local.items() if is_expert_key(k)}
+            dist.send_object_list([experts], dst=0)
+        return {}
+
+    def _fp32_state_dict(self) -> dict[str, torch.Tensor]:
+        """This rank's module state with every parameter replaced by its fp32 master (the
+        parameter itself where DeepSpeed keeps none: fp32 without ZeRO), on the CPU."""
+        module = self._engine.module
+        out: dict[str, torch.Tensor] = {}
+        for name, param in module.named_parameters():
+            master = safe_get_full_fp32_param(param)  # collective under ZeRO / bf16
+            out[name] = (param if master is None else master).detach().float().cpu()
+        for name, value in module.state_dict().items():
+            out.setdefault(name, value.detach().cpu())  # persistent buffers, if any
+        return out
 
 
 def weights_only_load(path: str | Path, map_location: Any = None) -> Any:

@@ -11,7 +11,7 @@ import itertools
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +33,7 @@ from genos_cli.telemetry.format import duration
 from genos_cli.telemetry.peak import cpu_peak_flops, gpu_peak_flops, mfu
 from genos_cli.telemetry.records import EvalRecord, TrainRecord, WarningRecord, json_number
 from genos_cli.telemetry.system import gpu_utilisation_sampler, memory_mb
-from genos_cli.train.batches import ShardedBatches, to_micro_batch
+from genos_cli.train.batches import MicroBatch, ShardedBatches
 from genos_cli.train.loggers import RunLog
 from genos_cli.train.runtime import Runtime
 from genos_cli.train.schedule import cosine_lr
@@ -56,37 +56,57 @@ class TrainResult:
 
 @dataclass
 class StepMetrics:
-    """One optimizer step as the loop sees it: means over all ranks' micro-batches."""
+    """One optimizer step. The numbers stay on the device (reading them would make the host
+    wait for the GPU every step); a log interval reads the last step's once."""
 
-    loss: float
-    lm_loss: float
-    aux_loss: float
-    z_loss: float
+    losses: torch.Tensor  # (4,) float64: loss, lm, aux, z, means over all ranks' micro-batches
+    grad_norm: torch.Tensor | float | None
     lr: float
-    grad_norm: float | None
     skipped: bool  # a non-finite step whose update was dropped (--on-nan skip)
-    seconds: float
     tokens: int  # all ranks
     expert_counts: torch.Tensor  # (L, E) float64: routes per expert, all ranks
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses[0])  # a host sync: for tests and the closing summary
 
 
 @dataclass
 class LogWindow:
-    """The steps since the last train record."""
+    """The steps since the last train record: what it covers, on the device."""
 
+    start: float = field(default_factory=time.perf_counter)
     steps: int = 0
-    seconds: float = 0.0
     tokens: int = 0
     counts: torch.Tensor | None = None  # (L, E)
     last: StepMetrics | None = None  # the last step that was not skipped
+    # Steps whose loss was not finite although the optimizer applied them (checked when the
+    # window is read, not every step): the first such step, or -1.
+    first_bad_step: torch.Tensor | None = None
 
-    def add(self, m: StepMetrics) -> None:
+    def add(self, m: StepMetrics, step: int) -> None:
         self.steps += 1
-        self.seconds += m.seconds
         self.tokens += m.tokens
         self.counts = m.expert_counts if self.counts is None else self.counts + m.expert_counts
-        if not m.skipped:  # a skipped step's numbers are in its warning record
-            self.last = m
+        if m.skipped:  # a skipped step's numbers are in its warning record
+            return
+        self.last = m
+        bad = ~torch.isfinite(m.losses[0])
+        here = torch.where(bad, step, -1)
+        self.first_bad_step = (
+            here
+            if self.first_bad_step is None
+            else torch.where(self.first_bad_step >= 0, self.first_bad_step, here)
+        )
+
+
+@dataclass
+class WindowNumbers:
+    """A log window's device numbers, read to the host."""
+
+    losses: list[float]  # loss, lm, aux, z of the window's last step
+    counts: np.ndarray  # (L, E) routes per expert over the window
+    grad_norm: float | None
 
 
 @dataclass
@@ -118,7 +138,6 @@ class Trainer:
         self.tokenizer = load_tokenizer(plan.tokenizer_kind, plan.tokenizer_model)
         self.train_data = PackedTokenDataset(plan.train_prefixes, seq, self.cfg.training.seed)
         model = build_model(self.cfg.model, compile=plan.compile, device=self.device)
-        self.micro_seconds = self._time_micro_batch(model)
         self.runtime.wrap(model)
         self.batches = ShardedBatches(
             self.train_data,
@@ -194,24 +213,29 @@ class Trainer:
         total = self.plan.total_steps
         if self.plan.stop_after is not None:
             total = min(total, start_step + self.plan.stop_after)
-        if self.step < total:
-            self.estimate_time()
-        window = LogWindow()
         last_loss = None
         t = self.cfg.training
-        while self.step < total:
-            metrics = self.train_step()
-            if not metrics.skipped:
-                last_loss = metrics.loss
-            window.add(metrics)
-            self.step += 1
-            if self.step % t.log_interval == 0 or self.step == total:
-                self.log_window(window, start_step, start_time)
-                window = LogWindow()
-            if self.val_batches and (self.step % t.eval_interval == 0 or self.step == total):
-                self.evaluate()
-            if self.step % t.save_interval == 0 or self.step == total:
-                self.save()
+        stream = self.batches.prefetched(self.step, pin_memory=self.device.type == "cuda")
+        window = LogWindow()
+        try:
+            while self.step < total:
+                _, micro_batches = next(stream)
+                metrics = self.train_step(micro_batches)
+                window.add(metrics, self.step + 1)
+                if not metrics.skipped:
+                    last_loss = metrics.losses[0]
+                self.step += 1
+                self._maybe_estimate(start_step)
+                if self.step % t.log_interval == 0 or self.step == total:
+                    self.log_window(window, start_step, start_time)
+                    window = LogWindow()
+                if self.val_batches and (self.step % t.eval_interval == 0 or self.step == total):
+                    self.evaluate()
+                if self.step % t.save_interval == 0 or self.step == total:
+                    self._check_window(window)  # nothing non-finite is ever saved
+                    self.save()
+        finally:
+            stream.close()
         if self.step < self.plan.total_steps:
             self.say(f"stopped after step {self.step:,}; continue with --resume")
         checkpoint = latest(self.plan.checkpoint_dir)
@@ -219,7 +243,7 @@ class Trainer:
             steps=self.step,
             tokens=self.tokens_seen,
             seconds=time.perf_counter() - start_time,
-            final_loss=last_loss,
+            final_loss=None if last_loss is None else float(last_loss),
             val_loss=self.last_eval.val_loss if self.last_eval else None,
             val_bits_per_base=self.last_eval.val_bits_per_base if self.last_eval else None,
             checkpoint=None if checkpoint is None else str(checkpoint),
@@ -238,43 +262,47 @@ class Trainer:
             total_steps=self.plan.total_steps,
         )
 
-    def train_step(self) -> StepMetrics:
-        """Forward/backward every micro-batch of this rank, then one optimizer step."""
+    def train_step(self, micro_batches: list[MicroBatch] | None = None) -> StepMetrics:
+        """Forward/backward every micro-batch of this rank, then one optimizer step. No host
+        sync of genos's own unless DeepSpeed skipped the step (non-finite gradients)."""
+        if micro_batches is None:
+            micro_batches = self.batches.batches(self.step)
         lr = self.lr_at(self.step)
         self.runtime.set_lr(lr)
-        t0 = time.perf_counter()
         skipped_before = self.runtime.skipped_steps()
-        sums, counts, own_norm, dropped = self.forward_backward()
-        sums = self.runtime.all_reduce_mean(sums / self.grad_accum)
+        sums, counts, own_norm, dropped = self.forward_backward(micro_batches)
+        losses = self.runtime.all_reduce_mean(sums / self.grad_accum)
         counts = self.runtime.all_reduce_sum(counts)
-        loss = float(sums[0])
         norm = own_norm if own_norm is not None else self.runtime.grad_norm()
         skipped = dropped or self.runtime.skipped_steps() > skipped_before
-        self._check_finite(loss, norm, skipped)
+        if skipped:
+            self._skipped(losses, norm)
+        else:
+            self.nan.streak = 0
         tokens = self.cfg.tokens_per_step
         self.tokens_seen += tokens
         return StepMetrics(
-            loss=loss,
-            lm_loss=float(sums[1]),
-            aux_loss=float(sums[2]),
-            z_loss=float(sums[3]),
-            lr=lr,
+            losses=losses,
             grad_norm=norm,
-            skipped=self.nan.streak > 0,
-            seconds=time.perf_counter() - t0,
+            lr=lr,
+            skipped=skipped,
             tokens=tokens,
             expert_counts=counts,
         )
 
-    def forward_backward(self) -> tuple[torch.Tensor, torch.Tensor, float | None, bool]:
-        """This rank's micro-batches of the current step through forward, backward and the
-        runtime's step. Returns the summed (loss, lm, aux, z) (4,) float64, the expert
-        counts (L, E) float64, genos's own gradient norm (ZeRO 0, fp32 only) and whether
+    def forward_backward(
+        self, micro_batches: list[MicroBatch]
+    ) -> tuple[torch.Tensor, torch.Tensor, float | None, bool]:
+        """This rank's micro-batches through forward, backward and the runtime's step.
+        Returns the summed (loss, lm, aux, z) (4,) and the expert counts (L, E), both
+        float64 on the device, genos's own gradient norm (ZeRO 0, fp32 only) and whether
         genos dropped the update."""
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, lm, aux, z
-        counts = None
+        cfg = self.cfg.model
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, lm, aux, z
+        counts = torch.zeros(cfg.num_layers, cfg.num_experts, dtype=torch.float64,
+                             device=self.device)  # fmt: skip
         own_norm, dropped = None, False
-        for micro in self.batches.batches(self.step):
+        for micro in micro_batches:
             input_ids = micro.input_ids.to(self.device, non_blocking=True)
             labels = micro.labels.to(self.device, non_blocking=True)
             out = self.runtime.forward(input_ids, labels)
@@ -282,43 +310,28 @@ class Trainer:
             self.runtime.backward(out.loss)
             norm, dropped = self.runtime.step()
             own_norm = norm if norm is not None else own_norm
-            losses = torch.stack(
-                [out.loss.detach(), out.lm_loss.detach(), out.aux_loss.detach(),
-                 out.z_loss.detach()]
-            )  # fmt: skip
-            sums += losses.double().cpu()
-            c = out.expert_counts.detach().cpu().double()
-            counts = c if counts is None else counts + c
-        assert counts is not None
+            losses = torch.stack([out.loss, out.lm_loss, out.aux_loss, out.z_loss]).detach()
+            sums += losses.double()
+            counts += out.expert_counts.detach().double()
         return sums, counts, own_norm, dropped
 
-    def _check_finite(self, loss: float, norm: float | None, skipped: bool) -> None:
-        """The numerical-fault policy (`training.on_nan`), from numbers already on the host.
-
-        A non-finite loss or gradient norm (fp16: loss only; its loss scaler skips overflowing
-        steps by design) stops the run with `stop`. With `skip` the step's update must not
-        have been applied (DeepSpeed's ZeRO optimizer skips it; without ZeRO
-        `Runtime.step` does): a warning is logged and training goes on, until
-        MAX_NAN_SKIPS steps in a row were skipped. Either way nothing non-finite is saved.
-        """
-        precision = self.runtime.precision
-        bad_norm = norm is not None and not math.isfinite(norm) and precision != "fp16"
-        if math.isfinite(loss) and not bad_norm:
-            self.nan.streak = 0
-            return
+    def _skipped(self, losses: torch.Tensor, norm: torch.Tensor | float | None) -> None:
+        """A step whose update was not applied: by DeepSpeed (its ZeRO / bf16 optimizers skip
+        a step with non-finite gradients; fp16's loss scaler skips overflowing steps by
+        design) or by `Runtime.step` (ZeRO 0, fp32). Apply `training.on_nan`: `stop` ends
+        the run naming the step; `skip` logs a warning and goes on, until MAX_NAN_SKIPS
+        steps in a row were skipped. Rare, so reading the numbers here costs nothing."""
+        loss = float(losses[0])
+        norm_value = None if norm is None else float(norm)
+        if self.runtime.precision == "fp16" and math.isfinite(loss):
+            return  # the loss scaler's own skip: expected, not a fault
         step = self.step + 1
-        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm_value}"
         if self.cfg.training.on_nan == "stop":
             raise GenosError(
                 f"non-finite {what} at step {step}; training stopped before saving, so every "
                 "checkpoint holds finite weights (lower --lr, check the data, or pass "
                 "--on-nan skip to skip such steps)"
-            )
-        if not skipped:
-            raise GenosError(
-                f"non-finite {what} at step {step}, and the optimizer applied the step, so it "
-                "cannot be skipped; training stopped before saving (continue from the last "
-                "checkpoint with --resume)"
             )
         self.nan.streak += 1
         self.nan.skipped += 1
@@ -327,7 +340,7 @@ class Trainer:
             event="non_finite",
             message=f"non-finite {what} at step {step}: update skipped (--on-nan skip)",
             loss=json_number(loss),
-            grad_norm=None if norm is None else json_number(norm),
+            grad_norm=None if norm_value is None else json_number(norm_value),
             skipped_steps=self.nan.skipped,
             time=time.time(),
         )
@@ -342,41 +355,78 @@ class Trainer:
                 f"{first - 1} (lower --lr or check the data)"
             )
 
+    def _check_window(self, window: LogWindow) -> None:
+        """A non-finite loss the optimizer did not skip (it applied the update) cannot be
+        undone: stop, before anything is logged or saved."""
+        if window.first_bad_step is None:
+            return
+        step = int(window.first_bad_step)
+        if step >= 0:
+            raise GenosError(
+                f"non-finite loss at step {step}, and the optimizer applied the step, so it "
+                "cannot be skipped; training stopped before saving (continue from the last "
+                "checkpoint with --resume)"
+            )
+
     # -- metrics ----------------------------------------------------------------------------
 
     def log_window(self, window: LogWindow, start_step: int, start_time: float) -> None:
-        record = self.train_record(window, start_step, start_time)
-        if record is None:  # every step of the window was skipped
+        self._check_window(window)
+        if window.last is None:  # every step of the window was skipped
             return
+        numbers = self.read_window(window)
+        # After that read the device has finished the window's work: its wall time is real.
+        seconds = time.perf_counter() - window.start
+        record = self.train_record(window, numbers, seconds, start_step, start_time)
         self.log.write(record)
         if self.view is not None:
             self.view.train_record(record)
 
+    def read_window(self, window: LogWindow) -> WindowNumbers:
+        """The window's device numbers on the host, in one transfer (one sync)."""
+        last, counts = window.last, window.counts
+        assert last is not None and counts is not None
+        norm = last.grad_norm
+        parts = [last.losses.reshape(-1), counts.reshape(-1)]
+        if isinstance(norm, torch.Tensor):
+            parts.append(norm.detach().reshape(-1))
+        values = torch.cat([v.to(self.device, torch.float64) for v in parts]).tolist()
+        layers, experts = counts.shape
+        return WindowNumbers(
+            losses=values[:4],
+            counts=np.asarray(values[4 : 4 + layers * experts]).reshape(layers, experts),
+            grad_norm=values[-1] if isinstance(norm, torch.Tensor) else norm,
+        )
+
     def train_record(
-        self, window: LogWindow, start_step: int, start_time: float
-    ) -> TrainRecord | None:
-        """The record of a log window (None if all its steps were skipped)."""
-        last = window.last
-        if last is None or window.counts is None:
-            return None
+        self,
+        window: LogWindow,
+        numbers: WindowNumbers,
+        seconds: float,
+        start_step: int,
+        start_time: float,
+    ) -> TrainRecord:
+        """The record of a log window of `seconds` wall time, from its numbers."""
+        assert window.last is not None
+        loss, lm_loss, aux_loss, z_loss = numbers.losses
+        counts = numbers.counts
+        load = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).tolist()
         world = self.runtime.dist.world_size
-        tokens_per_s = window.tokens / max(window.seconds, 1e-9)
+        tokens_per_s = window.tokens / max(seconds, 1e-9)
         elapsed = time.perf_counter() - start_time
         steps_done = self.step - start_step
         eta = elapsed / steps_done * (self.plan.total_steps - self.step) if steps_done else None
         mem_now, mem_peak = memory_mb(self.device.type)
-        counts = window.counts
-        load = (counts / counts.sum(dim=1, keepdim=True).clamp(min=1)).tolist()
-        record = TrainRecord(
+        return TrainRecord(
             step=self.step,
             total_steps=self.plan.total_steps,
             tokens=self.tokens_seen,
-            loss=last.loss,
-            lm_loss=last.lm_loss,
-            aux_loss=last.aux_loss,
-            z_loss=last.z_loss,
-            lr=last.lr,
-            grad_norm=last.grad_norm,
+            loss=loss,
+            lm_loss=lm_loss,
+            aux_loss=aux_loss,
+            z_loss=z_loss,
+            lr=window.last.lr,
+            grad_norm=numbers.grad_norm,
             tokens_per_s=tokens_per_s,
             samples_per_s=tokens_per_s / self.cfg.model.max_seq_length,
             mfu=mfu(
@@ -396,7 +446,6 @@ class Trainer:
             world_size=world,
             time=time.time(),
         )
-        return record
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -413,7 +462,7 @@ class Trainer:
                 logits = module(input_ids.to(self.device)).logits
             sums += nll_sums(logits, labels.to(self.device), self.bases)
         module.train()
-        nll, tokens, bases = (float(v) for v in self.runtime.all_reduce_sum(sums.cpu()))
+        nll, tokens, bases = self.runtime.all_reduce_sum(sums).tolist()
         record = EvalRecord(
             step=self.step,
             val_loss=nll / max(tokens, 1),
@@ -430,38 +479,32 @@ class Trainer:
 
     # -- time estimate ----------------------------------------------------------------------
 
-    def _time_micro_batch(self, model: torch.nn.Module) -> float:
-        """Seconds of forward+backward for one micro-batch, on the bare model before the
-        runtime wraps it (no optimizer step; gradients cleared; weights untouched)."""
-        micro = self.cfg.training.micro_batch_size
-        batch = to_micro_batch(self.train_data.samples(np.arange(micro)))
-        input_ids = batch.input_ids.to(self.device)
-        labels = batch.labels.to(self.device)
-        timings = []
-        for _ in range(2):  # the first absorbs one-off costs (allocation, compilation)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            with self.runtime.autocast():
-                out = model(input_ids, labels=labels)
-            out.loss.backward()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            timings.append(time.perf_counter() - t0)
-        model.zero_grad(set_to_none=True)
-        return timings[-1]
+    def _maybe_estimate(self, start_step: int) -> None:
+        """After this invocation's second step, say how long the rest will take: timed on
+        the real path (the wrapped model, its precision, compiled, the optimizer step), from
+        the second step, since the first pays for compilation and allocation."""
+        done = self.step - start_step
+        if done == 1:
+            self._synchronize()
+            self._timer = time.perf_counter()
+        elif done == 2 and self.step < self.plan.total_steps:
+            self._synchronize()
+            self.estimate_time(time.perf_counter() - self._timer)
 
-    def estimate_time(self) -> None:
-        """Say how long the rest of the run will take, from the measured micro-batch time."""
-        per_step = self.micro_seconds * self.grad_accum
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def estimate_time(self, step_seconds: float) -> None:
+        """Say how long the rest of the run will take at `step_seconds` per step."""
         remaining = self.plan.total_steps - self.step
-        seconds = per_step * remaining
+        seconds = step_seconds * remaining
         tokens = remaining * self.cfg.tokens_per_step
         world = self.runtime.dist.world_size
         processes = f"{world} {self.device.type} process" + ("es" if world > 1 else "")
         self.say(
-            f"estimated training time: {duration(seconds)} for {remaining:,} steps "
-            f"({tokens / 1e6:,.1f}M tokens at ~{self.cfg.tokens_per_step / per_step:,.0f} "
+            f"estimated time to the end: {duration(seconds)} for {remaining:,} more steps "
+            f"({tokens / 1e6:,.1f}M tokens at ~{self.cfg.tokens_per_step / step_seconds:,.0f} "
             f"tokens/s, {processes})"
         )
         if seconds > 3600:
