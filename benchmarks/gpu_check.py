@@ -80,7 +80,11 @@ class Check:
         self.out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu-check-"))
         self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[Row] = []
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Each `genos train` is its own run: no rendezvous inherited from a caller that trained
+        # in-process (RANK, MASTER_PORT, ... would make the child join a stale group).
+        dist_vars = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
+        self.env = {k: v for k, v in os.environ.items() if k not in dist_vars}
+        self.env["PYTHONUNBUFFERED"] = "1"
         self.env.setdefault("XDG_CACHE_HOME", str(self.out / "cache"))
         self.device = torch.device(args.device)
 
