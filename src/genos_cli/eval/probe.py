@@ -42,7 +42,7 @@ def _clean(seq: bytes) -> tuple[bytes, int]:
     return kept, len(seq) - len(kept)
 
 
-def read_fasta_records(path: Path) -> list[bytes]:
+def _sequences_of(path: Path) -> list[bytes]:
     """The sequences of a FASTA (or one-per-line text) file, normalised by genos's reader."""
     text = b"".join(SequenceReader(path, ReadStats()).blocks())
     return [r for r in text.split(RECORD_BREAK) if r]
@@ -54,7 +54,7 @@ def from_fasta_per_class(files: Sequence[Path], names: Sequence[str]) -> Labelle
     dropped = 0
     for index, path in enumerate(files):
         count = 0
-        for record in read_fasta_records(path):
+        for record in _sequences_of(path):
             kept, lost = _clean(record)
             dropped += lost
             if kept:
