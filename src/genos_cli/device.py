@@ -3,6 +3,7 @@
 - `--device`: a GPU when present, else the CPU.
 - `--precision auto`: bf16 on GPUs that compute it natively, fp32 elsewhere (this project's
   CPU runs bf16 matmuls ~300x slower than fp32, and GPUs before Ampere only emulate bf16).
+  Evaluation autocasts to it; inference casts the weights to it (`inference_dtype`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def enable_tf32(device: torch.device, precision: str) -> bool:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision; None for fp32 (no autocast)."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a trained model's weights are cast to for inference on `device`: what
+    `--precision auto` picks (bf16 where `bf16_native`, fp32 elsewhere). Casting the weights
+    once, as Hugging Face and vLLM run inference, rather than autocasting, which would
+    re-cast every weight at every decoding step."""
+    return autocast_dtype(resolve_precision("auto", device)) or torch.float32
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

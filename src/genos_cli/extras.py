@@ -32,6 +32,8 @@ EXTRAS: dict[str, Extra] = {
         Extra("wandb", ("wandb",), "--wandb-project"),
         Extra("plot", ("matplotlib",), "genos metrics plot"),
         Extra("gpu", ("flash_attn",), "flash-attn attention kernels"),
+        Extra("vcf", ("pysam",), "genos score --vcf"),
+        Extra("parquet", ("pyarrow",), "Parquet output (genos embed -o OUT.parquet)"),
     )
 }
 

@@ -19,7 +19,7 @@ from genos_cli.data.tokenizers import load_tokenizer
 from genos_cli.errors import GenosError
 from genos_cli.eval.lm import ExpertUsage, evaluate_model, markov_bits
 from genos_cli.eval.markov import MarkovModel, positions_in_documents
-from genos_cli.eval.probe import embed, from_tsv, kmer_frequencies
+from genos_cli.eval.probe import from_tsv, kmer_frequencies
 from genos_cli.model import build_model
 from tests.tiny import tiny_model_config
 
@@ -154,20 +154,6 @@ def test_kmer_frequencies_by_hand() -> None:
     assert freqs.shape == (2, 16)
     assert {k for k, i in index.items() if freqs[0, i] > 0} == {"AC", "CG", "GT", "TA"}
     assert freqs[0].sum() == pytest.approx(1.0) and freqs[1].sum() == 0.0
-
-
-def test_embeddings_ignore_padding_and_pool_long_sequences(ecoli_runs: list[str]) -> None:
-    tok = load_tokenizer("bpe")
-    model = _tiny_model(tok.vocab_size, context=32)
-    short, longer = ecoli_runs[0][:40].encode(), ecoli_runs[1].encode()  # 300 bp > context
-    alone, _ = embed(model, tok, [short], batch_size=1)
-    batched, _ = embed(model, tok, [short, longer, short], batch_size=3)
-    np.testing.assert_allclose(batched[0], alone[0], atol=1e-5)  # right padding is invisible
-    np.testing.assert_allclose(batched[2], alone[0], atol=1e-5)
-    # A long sequence is pooled over all its pieces: not just its first context's worth.
-    first_piece = tok.decode(tok.encode(longer.decode())[:31]).encode()
-    head, _ = embed(model, tok, [first_piece])
-    assert np.abs(batched[1] - head[0]).max() > 1e-3
 
 
 def test_tsv_reading_and_errors(tmp_path: Path) -> None:

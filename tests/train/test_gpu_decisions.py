@@ -47,6 +47,10 @@ def test_auto_precision_is_bf16_only_where_native(
     _fake_cuda(monkeypatch, capability)
     assert device_module.resolve_precision("auto", CUDA0) == precision, gpu
     assert device_module.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    # Inference casts the weights to the same precision.
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    assert device_module.inference_dtype(CUDA0) == dtype, gpu
+    assert device_module.inference_dtype(torch.device("cpu")) == torch.float32
 
 
 @pytest.fixture

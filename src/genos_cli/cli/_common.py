@@ -3,10 +3,14 @@ turning user errors into exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
-from collections.abc import Callable, Mapping
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -14,7 +18,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from genos_cli.atomic import publish, temp_beside
 from genos_cli.config import setting_field, validation_problems
 from genos_cli.data.vocab import NUCLEOTIDE_VOCAB_SIZE
 from genos_cli.errors import GenosError
@@ -36,6 +42,12 @@ def fail(message: str) -> typer.Exit:
     """Print one red error sentence to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def note(text: str) -> None:
+    """One line of plain text on stderr (paths and numbers uncoloured), wrapped by the
+    terminal: what a command whose output goes to stdout or a file says about it."""
+    err_console.print(text, highlight=False, soft_wrap=True)
 
 
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -146,3 +158,87 @@ NucleotideTokenizerOpt = Annotated[
         "--nucleotide-tokenizer", help="Use the one-token-per-base tokenizer instead of BPE."
     ),
 ]
+StrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Tokens between window starts (default: the context, no overlap); smaller "
+        "gives every token more context for context/stride times the compute."
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="File to write (default: standard output).", show_default=False
+    ),
+]
+
+
+# -- progress and output -----------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A Rich progress bar on stderr (stdout stays clean for --json and piped output), called
+    as `bar(what, done, total)`."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if not self.tasks:  # started by the first report: errors before it print alone
+            self.progress.start()
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def staged_output(path: Path | None) -> Iterator[Path]:
+    """A path to write a command's output to, so that a failed command leaves none of it.
+
+    With `path`: a temporary file beside it, renamed onto it when the block succeeds. With
+    None (standard output): a temporary file copied to stdout when the block succeeds. Either
+    way the temporary file is removed when the block fails, and the output streams to disk
+    as it is produced (bounded memory).
+    """
+    if path is not None and path.is_dir():
+        raise GenosError(f"-o {path} is a directory; give a file name to write to")
+    if path is not None:
+        with temp_beside(path) as fh:
+            tmp = Path(fh.name)
+    else:
+        with tempfile.NamedTemporaryFile(prefix="genos-out-", delete=False) as fh:
+            tmp = Path(fh.name)
+    try:
+        yield tmp
+        if path is not None:
+            publish(tmp, path)
+        else:
+            sys.stdout.flush()
+            with tmp.open("rb") as fh:
+                shutil.copyfileobj(fh, sys.stdout.buffer)
+            sys.stdout.flush()
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_outputs(paths: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """`staged_output` for several files written together: each is renamed into place only
+    when the whole block succeeds."""
+    with contextlib.ExitStack() as stack:
+        yield {key: stack.enter_context(staged_output(path)) for key, path in paths.items()}

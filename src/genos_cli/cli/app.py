@@ -10,11 +10,14 @@ import typer
 from genos_cli import __version__
 from genos_cli.cli import (
     config_cmd,
+    embed_cmd,
     env_cmd,
     eval_cmd,
     export_cmd,
+    generate_cmd,
     metrics_cmd,
     preprocess_cmd,
+    score_cmd,
     tokenize_cmd,
     train_cmd,
 )
@@ -33,6 +36,9 @@ app.command(name="preprocess")(preprocess_cmd.preprocess)
 app.command(name="train")(train_cmd.train)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
+app.command(name="generate")(generate_cmd.generate)
+app.command(name="score")(score_cmd.score)
+app.command(name="embed")(embed_cmd.embed)
 app.command(name="env")(env_cmd.env)
 
 

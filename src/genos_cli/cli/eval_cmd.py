@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -21,8 +20,9 @@ from genos_cli.cli._common import (
     CheckpointArg,
     DeviceOpt,
     JsonOpt,
+    ProgressBar,
+    StrideOpt,
     console,
-    err_console,
     reports_errors,
 )
 
@@ -44,35 +44,6 @@ app = typer.Typer(
 )
 
 
-class _Bar:
-    """A Rich progress bar on stderr (stdout stays clean for --json)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if not self.tasks:  # started by the first report: errors before it print alone
-            self.progress.start()
-        if what not in self.tasks:
-            self.tasks[what] = self.progress.add_task(what, total=total)
-        self.progress.update(self.tasks[what], completed=done, total=total)
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tasks:
-            self.progress.stop()
-
-
 @app.command("lm")
 @reports_errors
 def lm(
@@ -87,13 +58,7 @@ def lm(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
-    stride: Annotated[
-        int | None,
-        typer.Option(
-            help="Tokens between window starts (default: the context, no overlap); smaller "
-            "gives every token more context for context/stride times the compute."
-        ),
-    ] = None,
+    stride: StrideOpt = None,
     markov_order: Annotated[int, typer.Option(help="Order k of the Markov baseline.")] = 10,
     markov_data: Annotated[
         list[Path] | None,
@@ -132,7 +97,7 @@ def _run(
     render: Callable[[dict[str, Any]], None],
 ) -> None:
     """Run an evaluation with a progress bar (none for --json), then print its result."""
-    with _Bar() as bar:
+    with ProgressBar() as bar:
         result = func(opts, progress=None if as_json else bar)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

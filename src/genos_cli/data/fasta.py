@@ -27,6 +27,7 @@ from genos_cli.data.sources import (
     compression_error,
     expand_inputs,
     open_sequence_file,
+    require_file,
 )
 from genos_cli.errors import GenosError
 
@@ -273,3 +274,82 @@ def normalise_sequence(seq: bytes) -> tuple[bytes, int]:
     if _INVALID not in out:
         return out, -1
     return out, seq.translate(_FASTA_TABLE).find(_INVALID)
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA record, its sequence normalised as `SequenceReader` normalises (uppercase
+    ACGT, N for ambiguity codes and gaps, whitespace removed)."""
+
+    name: str  # the header's first word ("" when the header is empty)
+    description: str  # the rest of the header
+    sequence: bytes
+    line: int  # 1-based line of the header
+    number: int  # 1-based place of the record in the file
+
+    @property
+    def id(self) -> str:
+        """The record's name, or `recordN` for a header without one."""
+        return self.name or f"record{self.number}"
+
+
+def _lines(stream: SequenceStream) -> Iterator[bytes]:
+    """Lines of a binary stream without their line ends, read a block at a time."""
+    rest = b""
+    while block := stream.read(BLOCK_SIZE):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def read_fasta_records(path: Path) -> Iterator[FastaRecord]:
+    """The records of a FASTA file (plain or gzip/bzip2/xz-compressed), one at a time, with
+    their names: a record's sequence is held in memory, the file is not. Raises GenosError
+    naming the file and line or record for a missing, empty, non-FASTA or corrupt file."""
+    path = require_file(path, "a FASTA file")
+    header: tuple[str, str, int] | None = None
+    parts: list[bytes] = []
+    records = 0
+
+    def record(header: tuple[str, str, int], parts: list[bytes]) -> FastaRecord:
+        nonlocal records
+        records += 1
+        name, description, line = header
+        raw = b"".join(parts)
+        seq, bad = normalise_sequence(raw)
+        if bad >= 0:
+            char = chr(raw[bad])
+            raise GenosError(
+                f"{path}, record {name or '(no name)'!r} (line {line}): unexpected character "
+                f"{char!r} in its sequence; expected nucleotides (A, C, G, T or IUPAC codes)"
+            )
+        return FastaRecord(name, description, seq, line, records)
+
+    try:
+        with open_sequence_file(path) as (stream, _):
+            for number, raw in enumerate(_lines(stream), start=1):
+                line = raw.rstrip(b"\r")
+                if line.startswith(b">"):
+                    if header is not None:
+                        yield record(header, parts)
+                    text = line[1:].decode("utf-8", "replace").strip()
+                    name, _, description = text.partition(" ")
+                    header, parts = (name, description.strip(), number), []
+                elif not line.strip():
+                    continue
+                elif header is None:
+                    if b"\x00" in line:
+                        raise GenosError(f"{path} is not a text file (it contains binary data)")
+                    raise GenosError(
+                        f"{path}, line {number}: sequence before the first '>' header; "
+                        "expected FASTA"
+                    )
+                else:
+                    parts.append(line)
+    except DECOMPRESSION_ERRORS as exc:
+        raise compression_error(path, exc) from None
+    if header is None:
+        raise GenosError(f"{path} is empty (no FASTA record found)")
+    yield record(header, parts)

@@ -81,6 +81,16 @@ def expand_inputs(paths: Sequence[Path | str]) -> list[Path]:
     return files
 
 
+def require_file(path: Path, expected: str) -> Path:
+    """`path` if it is a file; else a GenosError saying that it does not exist or is a
+    directory, and what was `expected` there ("a FASTA file")."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise GenosError(f"{path} {what}; expected {expected}")
+    return path
+
+
 def detect_compression(path: Path) -> str | None:
     """'gzip', 'bzip2', 'xz' or None, from the file's first bytes."""
     with open(path, "rb") as fh:

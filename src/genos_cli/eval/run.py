@@ -248,19 +248,20 @@ def probe(opts: ProbeOptions, progress: Progress | None = None) -> dict[str, Any
     """Logistic-regression probes on the checkpoint's mean-pooled embeddings and on k-mer
     frequencies, each cross-validated on the training sequences and scored on the test ones."""
     from genos_cli.eval.probe import fit_and_score, kmer_frequencies
+    from genos_cli.inference.loading import load_for_inference
 
     if not 1 <= opts.kmer <= 8:
         raise GenosError(f"--kmer must be in [1, 8], got {opts.kmer}")
     train, test = _probe_data(opts)
     folds = _cv_folds(train, test)
-    device, ckpt = _load(opts.checkpoint, opts.device)
+    ckpt = load_for_inference(opts.checkpoint, opts.device)
     layers = ckpt.config.model.num_layers
     if opts.layer is not None and not 0 <= opts.layer <= layers:
         raise GenosError(f"--layer must be in [0, {layers}], got {opts.layer}")
     layer = layers if opts.layer is None else opts.layer
 
     t0 = time.perf_counter()
-    embedded, forwarded = _embed_splits(opts, ckpt, device, train, test, progress)
+    embedded, forwarded = _embed_splits(opts, ckpt, train, test, progress)
     embed_seconds = time.perf_counter() - t0
     if progress:
         progress("fitting the probes", 0, 1)
@@ -315,21 +316,22 @@ def _cv_folds(train: LabelledSequences, test: LabelledSequences) -> int:
 def _embed_splits(
     opts: ProbeOptions,
     ckpt: checkpoint.LoadedCheckpoint,
-    device: torch.device,
     train: LabelledSequences,
     test: LabelledSequences,
     progress: Progress | None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], int]:
-    """((train embeddings, test embeddings), tokens run through the model)."""
-    from genos_cli.eval.probe import embed
+    """((train embeddings, test embeddings), tokens run through the model): the code of
+    `genos embed`, on the checkpoint as loaded for inference."""
+    from genos_cli.inference.embed import embed
 
     x = {}
     forwarded = 0
     for name, data in (("train", train), ("test", test)):
-        x[name], n = embed(
+        embedded = embed(
             ckpt.model, ckpt.tokenizer, data.sequences, layer=opts.layer,
-            batch_size=opts.batch_size, device=device, autocast_dtype=autocast_dtype(device),
+            batch_size=opts.batch_size,
             progress=functools.partial(progress, f"embedding {name}") if progress else None,
         )  # fmt: skip
-        forwarded += n
+        x[name] = embedded.pooled
+        forwarded += embedded.forwarded
     return (x["train"], x["test"]), forwarded

@@ -9,6 +9,8 @@ key/value heads as they are (native GQA), so k and v are never repeated per quer
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +35,42 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return out.transpose(1, 2)
 
 
+class LayerCache(NamedTuple):
+    """One attention layer's key/value cache while decoding: preallocated buffers, one entry
+    per query group (not per head), whose first `offset` positions hold the tokens read so
+    far (`genos_cli.inference.kv_cache` keeps them)."""
+
+    keys: torch.Tensor  # (B, G, T_max, Dh)
+    values: torch.Tensor  # (B, G, T_max, Dh)
+    offset: int  # the position of the first new token
+
+
+def cached_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache
+) -> torch.Tensor:
+    """Causal attention of t new tokens at positions offset..offset+t-1 over the keys and
+    values of every position before them, kept in `cache`, and their own.
+
+    q: (B, t, H, Dh); k, v: (B, t, G, Dh). The new k and v are written into the cache
+    buffers in place at [offset, offset + t), so nothing is concatenated per step; SDPA's
+    `enable_gqa` reads group h // (H/G) for head h. Returns (B, t, H, Dh).
+    """
+    k_cache, v_cache, offset = cache
+    t, end = q.shape[1], offset + q.shape[1]
+    k_cache[:, :, offset:end] = k.transpose(1, 2)
+    v_cache[:, :, offset:end] = v.transpose(1, 2)
+    keys, values = k_cache[:, :, :end], v_cache[:, :, :end]  # (B, G, end, Dh) views
+    mask, causal = None, False
+    if t > 1 and offset == 0:
+        causal = True  # a prefill: the usual causal mask
+    elif t > 1:  # new query i sees keys up to offset + i
+        mask = torch.ones(t, end, dtype=torch.bool, device=q.device).tril(diagonal=offset)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=causal, enable_gqa=True
+    )  # (B, H, t, Dh); one new token (decoding) attends to every cached key: no mask
+    return out.transpose(1, 2)
+
+
 class GroupedQueryAttention(nn.Module):
     """H query heads sharing G key/value heads; no biases.
 
@@ -49,12 +87,16 @@ class GroupedQueryAttention(nn.Module):
         )
         self.o = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). With `cache` (inference), x holds the tokens at positions
+        offset..offset+T-1 (cos and sin are theirs) and attends to the cached ones too."""
         b, t, _ = x.shape
         h, g = self.num_heads, self.num_kv_heads
         qkv = self.qkv(x).view(b, t, h + 2 * g, self.head_dim)  # (B, T, H+2G, Dh)
         qk = apply_rope(qkv[:, :, : h + g], cos, sin)  # (B, T, H+G, Dh): q and k in one op
         q, k = qk[:, :, :h], qk[:, :, h:]  # (B, T, H, Dh), (B, T, G, Dh)
         v = qkv[:, :, h + g :]  # (B, T, G, Dh)
-        out = causal_attention(q, k, v)  # (B, T, H, Dh)
+        out = causal_attention(q, k, v) if cache is None else cached_attention(q, k, v, cache)
         return self.o(out.reshape(b, t, h * self.head_dim))  # (B, T, D)

@@ -27,6 +27,8 @@ def router_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     fp32 routing keeps bf16 round-off from flipping near-tied top-k choices (Megatron-LM's
     `--moe-router-dtype fp32`; DeepSpeed's TopKGate does the same).
     """
+    if not torch.is_autocast_enabled(x.device.type):  # entering the context costs a decode step
+        return F.linear(x.float(), weight.float())
     with torch.autocast(device_type=x.device.type, enabled=False):
         return F.linear(x.float(), weight.float())
 
@@ -110,15 +112,21 @@ def _group_bounds(host_offsets: torch.Tensor) -> list[int]:
     return [0, *host_offsets.tolist()]
 
 
-@torch.library.custom_op("genos::grouped_mm", mutates_args=())
-def _grouped_mm(x: torch.Tensor, w: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
-    """The per-expert loop: out[slice_e] = x[slice_e] @ w[e] (one opaque op to compile)."""
+def _grouped_mm_loop(x: torch.Tensor, w: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
+    """The per-expert loop: out[slice_e] = x[slice_e] @ w[e], experts without rows skipped."""
     out = x.new_empty(x.shape[0], w.shape[2])
     bounds = _group_bounds(host_offsets)
     for e in range(w.shape[0]):
         start, end = bounds[e], bounds[e + 1]
-        torch.mm(x[start:end], w[e], out=out[start:end])
+        if end > start:
+            torch.mm(x[start:end], w[e], out=out[start:end])
     return out
+
+
+@torch.library.custom_op("genos::grouped_mm", mutates_args=())
+def _grouped_mm(x: torch.Tensor, w: torch.Tensor, host_offsets: torch.Tensor) -> torch.Tensor:
+    """`_grouped_mm_loop` as one opaque op with a backward (to compile and to train)."""
+    return _grouped_mm_loop(x, w, host_offsets)
 
 
 @_grouped_mm.register_fake
@@ -184,7 +192,16 @@ def grouped_mm(
         x, w = x.to(dtype), w.to(dtype)
     if _native_grouped_mm_ok(x, w):
         return torch._grouped_mm(x, w, offs=offsets)
-    return _grouped_mm(x, w, offsets.cpu() if host_offsets is None else host_offsets)
+    host = offsets.cpu() if host_offsets is None else host_offsets
+    if _eager_inference():  # the custom op's dispatch costs more than a decode step's mms
+        return _grouped_mm_loop(x, w, host)
+    return _grouped_mm(x, w, host)
+
+
+def _eager_inference() -> bool:
+    """No gradients to record and no graph being compiled: the autograd Functions and the
+    custom op can be skipped for the plain tensor ops they wrap (same ops, same results)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +226,16 @@ class _PermuteToExperts(torch.autograd.Function):
         return grad_routes.view(-1, ctx.top_k, grad.shape[-1]).sum(dim=1), None, None, None
 
 
+def _combine(
+    y: torch.Tensor, weights: torch.Tensor, inverse: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y in route order (N, K, D), sum_k weights[n, k] * y[route n*K+k] (N, D))."""
+    num_tokens, top_k = weights.shape
+    y_routes = y.index_select(0, inverse).view(num_tokens, top_k, y.shape[-1])  # (N, K, D)
+    out = (y_routes.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=1)
+    return y_routes, out.to(y.dtype)
+
+
 class _CombineFromExperts(torch.autograd.Function):
     """Expert outputs in expert order (N*K, D) -> sum_k weights[n, k] * y[route n*K+k], (N, D).
 
@@ -220,11 +247,9 @@ class _CombineFromExperts(torch.autograd.Function):
     def forward(
         ctx: Any, y: torch.Tensor, weights: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor
     ) -> torch.Tensor:
-        num_tokens, top_k = weights.shape
-        y_routes = y.index_select(0, inverse).view(num_tokens, top_k, y.shape[-1])  # (N, K, D)
+        y_routes, out = _combine(y, weights, inverse)
         ctx.save_for_backward(y_routes, weights, order)
-        out = (y_routes.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=1)
-        return out.to(y.dtype)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
@@ -282,10 +307,17 @@ class MoELayer(nn.Module):
         host = None if native_grouped_mm_available(x.device, dtype) else offsets.cpu()
         order, inverse = sort_routes(experts)  # (N*K,) each
 
-        routed = _PermuteToExperts.apply(x, order, inverse, self.top_k)  # (N*K, D)
+        eager = _eager_inference()
+        if eager:  # the same gathers, without the autograd Functions' dispatch
+            routed = x.index_select(0, order // self.top_k)  # (N*K, D)
+        else:
+            routed = _PermuteToExperts.apply(x, order, inverse, self.top_k)  # (N*K, D)
         hidden = swiglu(grouped_mm(routed, self.w_gate_up, offsets, host))  # (N*K, F)
         y = grouped_mm(hidden, self.w_down, offsets, host)  # (N*K, D)
-        out = _CombineFromExperts.apply(y, weights, order, inverse)  # (N, D)
+        if eager:
+            out = _combine(y, weights, inverse)[1]  # (N, D)
+        else:
+            out = _CombineFromExperts.apply(y, weights, order, inverse)  # (N, D)
         return out.view(shape), MoERouting(logits, probs, experts, counts)
 
     def extra_repr(self) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from genos_cli.model.attention import GroupedQueryAttention
+from genos_cli.model.attention import GroupedQueryAttention, LayerCache
 from genos_cli.model.init import init_weights
 from genos_cli.model.layers import RMSNorm, RotaryEmbedding
 from genos_cli.model.losses import lm_loss, load_balancing_loss, router_z_loss
@@ -60,9 +61,9 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerCache | None = None
     ) -> tuple[torch.Tensor, MoERouting]:
-        x = x + self.attn(self.attn_norm(x), cos, sin)  # (B, T, D)
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache)  # (B, T, D)
         moe_out, routing = self.moe(self.moe_norm(x))
         return x + moe_out, routing
 
@@ -112,6 +113,29 @@ class GenosForCausalLM(nn.Module):
             z_loss=z_loss,
             expert_counts=torch.stack(counts),
         )
+
+    def forward_cached(
+        self,
+        input_ids: torch.Tensor,
+        cache: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        offset: int,
+        *,
+        last: bool = True,
+    ) -> torch.Tensor:
+        """Logits of `input_ids` (B, t), the tokens at positions offset..offset+t-1, given the
+        keys and values of the positions before them in `cache` (one (k, v) pair of
+        (B, G, T_max, Dh) buffers per layer, see `genos_cli.inference.kv_cache`); writes
+        theirs into it. Returns (B, 1, V) for the last position only (`last`, what decoding
+        needs) or (B, t, V). The training `forward` is untouched by this path."""
+        t = input_ids.shape[1]
+        cos, sin = self.rope(offset + t)  # (offset + t, Dh) each
+        cos, sin = cos[offset:], sin[offset:]  # (t, Dh): the new tokens' positions
+        x = self.embed(input_ids)  # (B, t, D)
+        for block, (keys, values) in zip(self.blocks, cache, strict=True):
+            x, _ = block(x, cos, sin, LayerCache(keys, values, offset))
+        if last:
+            x = x[:, -1:]  # (B, 1, D)
+        return self.lm_head(self.norm(x))  # (B, 1 or t, V)
 
     @torch.no_grad()
     def hidden_states(self, input_ids: torch.Tensor, layer: int | None = None) -> torch.Tensor:
