@@ -47,6 +47,7 @@ SMALL_MODEL = {
     "num_query_groups": 2,
     "num_experts": 4,
     "expert_ffn_hidden_size": 512,
+    "vocab_size": 128,  # a bare ModelConfig has no tokenizer to take it from
 }
 
 
@@ -462,7 +463,7 @@ def test_single_error_is_singular(tmp_path: Path) -> None:
             "  - model: hidden_size (250) must be divisible by num_attention_heads (4)",
         ),
         (
-            {"tokenizer.vocab_size": 256},
+            {"tokenizer.vocab_size": 256, "model.vocab_size": 128},
             "  - tokenizer.vocab_size (256) must not exceed model.vocab_size (128)",
         ),
     ],
@@ -544,6 +545,8 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 
 def _type_name(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a constrained type, e.g. VocabSize inside `| None`
+        return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin is list:

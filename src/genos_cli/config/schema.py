@@ -77,9 +77,11 @@ class ModelConfig(_Section):
     expert_ffn_hidden_size: int = Field(
         gt=0, description="Inner width of each expert's SwiGLU feed-forward network."
     )
-    vocab_size: VocabSize = Field(
-        default=128,
-        description="Rows of the embedding and output head; at least the tokenizer's vocab.",
+    vocab_size: VocabSize | None = Field(
+        default=None,
+        description="Rows of the embedding and output head; unset: the tokenizer's vocabulary "
+        "(tokenizer.vocab_size: 128 for the shipped BPE, 16 for 'nucleotide'); a value given "
+        "must be at least that.",
     )
     max_seq_length: int = Field(
         default=512, gt=0, description="Context length in tokens (training sequence length)."
@@ -106,6 +108,17 @@ class ModelConfig(_Section):
     def head_dim(self) -> int:
         """Width of one attention head (hidden_size / num_attention_heads)."""
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def resolved_vocab_size(self) -> int:
+        """`vocab_size`, resolved: a run's config (`GenosConfig`) sets it from the tokenizer
+        when unset, so only a bare `ModelConfig` built without one can lack it."""
+        if self.vocab_size is None:
+            raise ValueError(
+                "model.vocab_size is unset: a run config takes it from its tokenizer; "
+                "a model config on its own needs it"
+            )
+        return self.vocab_size
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -384,6 +397,11 @@ class GenosConfig(_Section):
 
     @model_validator(mode="after")
     def _check_across_sections(self) -> GenosConfig:
+        if self.model.vocab_size is None:
+            # Resolved once, here (like training.min_lr), so the plan, checkpoints, the HF
+            # export and the Megatron command all see a number: an output layer exactly as
+            # wide as the tokenizer (16 rows for the nucleotide tokenizer, not 128).
+            self.model.vocab_size = self.tokenizer.vocab_size
         problems = []
         if self.tokenizer.vocab_size > self.model.vocab_size:
             problems.append(

@@ -141,9 +141,10 @@ def hosts(hostfile: Path | None) -> int:
 
 def _config(opts: TrainOptions) -> GenosConfig:
     overrides = dict(opts.overrides)
+    cfg = load_config(opts.size, opts.config, overrides)
+    overrides.update(_settings_from_tokenizer(cfg))
     if opts.smoke_test:
         # Ten optimizer steps, one micro-batch each, with logging, evaluation and a save.
-        cfg = load_config(opts.size, opts.config, overrides)
         micro = cfg.training.micro_batch_size
         overrides.update(
             {
@@ -157,6 +158,19 @@ def _config(opts: TrainOptions) -> GenosConfig:
             }
         )
     return load_config(opts.size, opts.config, overrides)
+
+
+def _settings_from_tokenizer(cfg: GenosConfig) -> dict[str, Any]:
+    """Settings the run's tokenizer file decides: its vocabulary (a `--tokenizer-model` of
+    another size than the config's `tokenizer.vocab_size`), from which an unset
+    `model.vocab_size` follows when the config is validated again."""
+    from genos_cli.data.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
+    settings: dict[str, Any] = {}
+    if tokenizer.vocab_size != cfg.tokenizer.vocab_size:
+        settings["tokenizer.vocab_size"] = tokenizer.vocab_size
+    return settings
 
 
 def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
@@ -208,7 +222,7 @@ def build_plan(opts: TrainOptions, *, dry_run: bool = False) -> TrainPlan:
                          [Path(f"{data_paths[0]}_val_text_document")])  # fmt: skip
     spec = resolve_data(data_paths, val_paths or None)
     check_tokenizer_matches(spec.tokenizer, tokenizer)
-    check_vocab_fits(spec, cfg.model.vocab_size)
+    check_vocab_fits(spec, cfg.model.resolved_vocab_size)
     return _plan(cfg, opts, list(spec.train), list(spec.val))
 
 
