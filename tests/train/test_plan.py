@@ -120,3 +120,18 @@ def test_model_vocabulary_is_the_tokenizers_unless_set(
     assert vocab(**{"tokenizer.model_path": str(custom)}) == (40, 40)
     with pytest.raises(GenosError, match=r"tokenizer.vocab_size \(128\) must not exceed"):
         vocab(**{"model.vocab_size": 64})
+
+
+def test_embedded_data_cache_is_keyed_by_augmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genos_cli.train.plan import TrainOptions, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def data_dir(**overrides: object) -> Path:
+        opts = TrainOptions(size="small", overrides=overrides, output_dir=tmp_path / "run")
+        return build_plan(opts, dry_run=True).train_prefixes[0].parent
+
+    plain, augmented = data_dir(), data_dir(**{"data.reverse_complement": True})
+    assert augmented != plain and augmented.name == plain.name + "-rc"

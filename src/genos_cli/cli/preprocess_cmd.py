@@ -34,6 +34,7 @@ _DATA_OPTIONS = {
     "val_ratio": "val_ratio",
     "split_seed": "split_seed",
     "append_eod": "append_eod",
+    "reverse_complement": "reverse_complement",
 }
 
 
@@ -67,6 +68,14 @@ AppendEodOpt = Annotated[
     typer.Option(
         "--append-eod/--no-append-eod",
         help=config_help("data.append_eod", show_default=True),
+        show_default=False,
+    ),
+]
+ReverseComplementOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--reverse-complement/--no-reverse-complement",
+        help=config_help("data.reverse_complement", show_default=True),
         show_default=False,
     ),
 ]
@@ -112,6 +121,7 @@ def preprocess(
     split_seed: Annotated[int | None, _data_option("split_seed")] = None,
     holdout: HoldoutOpt = None,
     append_eod: AppendEodOpt = None,
+    reverse_complement: ReverseComplementOpt = None,
     workers: WorkersOpt = 0,
     write_text: WriteTextOpt = None,
     hf_dataset: HFDatasetOpt = None,
@@ -149,6 +159,7 @@ def preprocess(
         val_ratio=data.val_ratio,
         split_seed=data.split_seed,
         holdout=tuple(holdout or ()),
+        reverse_complement=data.reverse_complement,
         hf_dataset=hf,
         append_eod=data.append_eod,
         workers=workers,
@@ -260,6 +271,9 @@ def _render_summary(result: PreprocessResult, workers: int) -> None:
     table.add_row("kept in sequences", bp(win.covered_bp))
     for name, out in result.outputs.items():
         table.add_row(f"{name} sequences / tokens", f"{out.sequences:,} / {out.tokens:,}")
+    added = sum(out.sequences for out in result.outputs.values()) - win.sequences
+    if added:
+        table.add_row("reverse complements", f"{added:,} (one per training sequence)")
     table.add_row("bp / token", f"{result.bp_per_token:.3f} ({result.tokenizer['kind']})")
     table.add_row(
         "time",

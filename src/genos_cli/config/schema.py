@@ -215,6 +215,12 @@ class DataConfig(_Section):
         default=True,
         description="Append the end-of-document token after each fragment (Megatron --append-eod).",
     )
+    reverse_complement: bool = Field(
+        default=False,
+        description="Also write every training fragment as its reverse complement (the other "
+        "strand), at preprocess time. The validation split is drawn per fragment first and is "
+        "never augmented, so it holds no reverse complement of a training fragment.",
+    )
     train_data_paths: list[str] = Field(
         default_factory=list,
         description="Prepared data to train on (several are blended): `genos preprocess` -o "

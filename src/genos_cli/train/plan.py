@@ -182,6 +182,7 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
     key = (
         f"ecoli-{tok.kind}-{tok.fingerprint().split(':')[-1][:12]}-{d.sequence_length_bp}"
         f"-{d.effective_stride_bp}-{d.effective_min_length_bp}-v{d.val_ratio}-s{d.split_seed}"
+        + ("-rc" if d.reverse_complement else "")
     )
     prefix = cache_root() / "data" / key / "ecoli"
     if prepare and not Path(f"{prefix}.json").is_file():
@@ -196,6 +197,7 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
             window=d.window_spec(),
             val_ratio=d.val_ratio,
             split_seed=d.split_seed,
+            reverse_complement=d.reverse_complement,
             append_eod=d.append_eod,
             workers=1,
             overwrite=True,
