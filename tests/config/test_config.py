@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,29 @@ def test_nucleotide_tokenizer_needs_vocab_16_and_no_model_file() -> None:
         TokenizerConfig(kind="nucleotide", vocab_size=16, model_path=Path("t.model"))
 
 
+def test_fragment_length_auto_fills_contexts() -> None:
+    """'auto' = contexts_per_document x context x bp/token, rounded up to 64 bp; resolved by
+    whoever knows the tokenizer (until then the length is not a number)."""
+    data = DataConfig(sequence_length_bp="auto")
+    assert data.auto_length_bp(512, 2.8698) == 2944  # 2 x 512 x 2.8698 = 2938.7
+    assert data.auto_length_bp(512, 1.0) == 1024
+    assert DataConfig(sequence_length_bp="auto", contexts_per_document=1).auto_length_bp(
+        100, 1.0
+    ) == 128  # fmt: skip
+    with pytest.raises(ValueError, match="resolve from the tokenizer"):
+        data.window_spec()
+    # min_length_bp is checked against the resolved length, not against 'auto'.
+    assert DataConfig(sequence_length_bp="auto", min_length_bp=600).min_length_bp == 600
+    cfg = load_config(overrides={"data.sequence_length_bp": "auto"})
+    assert cfg.data.sequence_length_bp == "auto"
+    assert DataConfig(sequence_length_bp="3072").sequence_length_bp == 3072  # from a flag
+    for bad in (0, -5, "long", True, 1.5):
+        with pytest.raises(ValidationError, match="positive number of bp or 'auto'"):
+            DataConfig(sequence_length_bp=bad)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        DataConfig(sequence_length_bp="auto", contexts_per_document=0.5)
+
+
 def test_data_allows_stride_longer_than_fragment() -> None:
     assert DataConfig(sequence_length_bp=100, stride_bp=1000).stride_bp == 1000
 
@@ -553,6 +577,8 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_type_name(args[0])}"
     if args and type(None) in args:
         return " \\| ".join(_type_name(a) for a in args if a is not type(None)) + " \\| null"
+    if origin in (typing.Union, types.UnionType):  # e.g. int | Literal["auto"]
+        return " \\| ".join(_type_name(a) for a in args)
     return {int: "int", float: "float", bool: "bool", str: "str", Path: "path"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )

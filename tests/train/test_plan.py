@@ -135,3 +135,27 @@ def test_embedded_data_cache_is_keyed_by_augmentation(
 
     plain, augmented = data_dir(), data_dir(**{"data.reverse_complement": True})
     assert augmented != plain and augmented.name == plain.name + "-rc"
+
+
+def test_fragment_length_auto_is_resolved_in_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan (and so checkpoints, the data cache, genos eval) records the number 'auto'
+    means for the run's tokenizer and context: 2 x 512 tokens x 2.87 bp (BPE) = 2944 bp."""
+    from genos_cli.train.plan import TrainOptions, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def plan(**overrides: object) -> TrainPlan:
+        opts = TrainOptions(size="small", overrides=overrides, output_dir=tmp_path / "run")
+        return build_plan(opts, dry_run=True)
+
+    auto = {"data.sequence_length_bp": "auto"}
+    bpe = plan(**auto)
+    assert bpe.config.data.sequence_length_bp == 2944
+    assert bpe.config.data.window_spec().length == 2944
+    assert "-2944-2944-2944-" in bpe.train_prefixes[0].parent.name  # the cache key
+    nucleotide = {"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16}
+    assert plan(**auto, **nucleotide).config.data.sequence_length_bp == 1024
+    short = plan(**auto, **{"model.max_seq_length": 128, "data.contexts_per_document": 4})
+    assert short.config.data.sequence_length_bp == 64 * math.ceil(4 * 128 * 2.8698 / 64)

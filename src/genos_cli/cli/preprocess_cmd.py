@@ -114,7 +114,7 @@ def preprocess(
     inputs: InputsArg = None,
     tokenizer_model: TokenizerModelOpt = None,
     nucleotide_tokenizer: NucleotideTokenizerOpt = False,
-    seq_length: Annotated[int | None, _data_option("sequence_length_bp")] = None,
+    seq_length: Annotated[str | None, _data_option("sequence_length_bp")] = None,
     stride: Annotated[int | None, _data_option("stride_bp", show_default=False)] = None,
     min_length: Annotated[int | None, _data_option("min_length_bp", show_default=False)] = None,
     val_ratio: Annotated[float | None, _data_option("val_ratio")] = None,
@@ -174,19 +174,34 @@ def _settings(
     config: Path | None, data_flags: dict[str, Any], tokenizer_flags: dict[str, Any]
 ) -> tuple[DataConfig, TokenizerConfig]:
     """The data and tokenizer settings: the options given over `config`'s (or the defaults),
-    checked by the schema; a wrong value is reported under its option's name."""
+    checked by the schema; a wrong value is reported under its option's name. A fragment
+    length of 'auto' is resolved here (for `config`'s context, else the default preset's)."""
     from genos_cli.config import load_config
 
-    data: dict[str, Any] = {}
-    tokenizer: dict[str, Any] = {}
-    if config is not None:
-        cfg = load_config(path=config)
-        data, tokenizer = cfg.data.model_dump(), cfg.tokenizer.model_dump()
+    cfg = load_config(path=config)  # no config file: the default preset
+    data: dict[str, Any] = cfg.data.model_dump() if config is not None else {}
+    tokenizer: dict[str, Any] = cfg.tokenizer.model_dump() if config is not None else {}
     flags = {setting: flag_name(param) for param, setting in _DATA_OPTIONS.items()}
-    return (
-        validated(DataConfig, {**data, **data_flags}, flags),
-        validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {}),
-    )
+    data_cfg = validated(DataConfig, {**data, **data_flags}, flags)
+    tokenizer_cfg = validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {})
+    if data_cfg.sequence_length_bp == "auto":
+        from genos_cli.data.context_fill import reference_bp_per_token
+        from genos_cli.data.tokenizers import load_tokenizer
+
+        context = cfg.model.max_seq_length
+        bp_per_token = reference_bp_per_token(
+            load_tokenizer(tokenizer_cfg.kind, tokenizer_cfg.model_path)
+        )
+        length = data_cfg.auto_length_bp(context, bp_per_token)
+        console.print(
+            f"--seq-length auto: {length:,} bp ({data_cfg.contexts_per_document:g} contexts of "
+            f"{context} tokens at {bp_per_token:.3f} bp/token)",
+            highlight=False,
+        )
+        data_cfg = validated(
+            DataConfig, {**data_cfg.model_dump(), "sequence_length_bp": length}, flags
+        )
+    return data_cfg, tokenizer_cfg
 
 
 def _workers(workers: int, tokenizer_kind: str) -> int:

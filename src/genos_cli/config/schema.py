@@ -183,8 +183,19 @@ class TokenizerConfig(_Section):
 class DataConfig(_Section):
     """How genomes are cut into training sequences and split into train/validation."""
 
-    sequence_length_bp: int = Field(
-        default=512, gt=0, description="Length of each DNA fragment in base pairs."
+    # The default in one place (the presets do not repeat it): "auto" is a one-line change.
+    sequence_length_bp: int | Literal["auto"] = Field(
+        default=512,
+        description="Length of each DNA fragment (one document) in base pairs; 'auto': long "
+        "enough to fill contexts_per_document training contexts (model.max_seq_length tokens "
+        "at the tokenizer's bp per token), resolved when genos train or genos preprocess starts.",
+    )
+    contexts_per_document: float = Field(
+        default=2.0,
+        ge=1,
+        description="With sequence_length_bp 'auto': a fragment spells this many contexts' "
+        "worth of tokens, rounded up to a multiple of 64 bp; at least 1, so that a packed "
+        "training sample rarely holds the end of one document and the start of another.",
     )
     stride_bp: int | None = Field(
         default=None,
@@ -232,29 +243,59 @@ class DataConfig(_Section):
         description="Validation data prefixes; unset: the validation splits of the training data.",
     )
 
+    @field_validator("sequence_length_bp", mode="before")
+    @classmethod
+    def _length_or_auto(cls, value: object) -> object:
+        # One message for both forms, instead of pydantic's one error per union member.
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"must be a positive number of bp or 'auto', got {value!r}")
+        return value
+
+    @property
+    def length_bp(self) -> int:
+        """The fragment length in bp, once resolved (never 'auto' in a run's plan)."""
+        if self.sequence_length_bp == "auto":
+            raise ValueError(
+                "data.sequence_length_bp is 'auto', which genos train and genos preprocess "
+                "resolve from the tokenizer (auto_length_bp); this config was not resolved"
+            )
+        return self.sequence_length_bp
+
+    def auto_length_bp(self, context_tokens: int, bp_per_token: float) -> int:
+        """The length 'auto' means: `contexts_per_document` contexts of `context_tokens`
+        tokens at `bp_per_token`, rounded up to a multiple of 64 bp."""
+        bp = self.contexts_per_document * context_tokens * bp_per_token
+        return 64 * max(1, math.ceil(bp / 64))
+
     @property
     def effective_stride_bp(self) -> int:
         """The stride actually used: stride_bp, or the fragment length when unset."""
-        return self.sequence_length_bp if self.stride_bp is None else self.stride_bp
+        return self.length_bp if self.stride_bp is None else self.stride_bp
 
     @property
     def effective_min_length_bp(self) -> int:
         """The minimum fragment length actually used: min_length_bp, or the fragment length."""
-        return self.sequence_length_bp if self.min_length_bp is None else self.min_length_bp
+        return self.length_bp if self.min_length_bp is None else self.min_length_bp
 
     def window_spec(self) -> WindowSpec:
         """The fragmenting these settings describe, as the data pipeline takes it."""
         from genos_cli.data.windows import WindowSpec  # numpy: not needed for --help
 
-        return WindowSpec(
-            self.sequence_length_bp, self.effective_stride_bp, self.effective_min_length_bp
-        )
+        return WindowSpec(self.length_bp, self.effective_stride_bp, self.effective_min_length_bp)
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DataConfig:
         # stride > length is deliberately allowed: it subsamples a genome (skips bases).
         problems = []
-        if self.min_length_bp is not None and self.min_length_bp > self.sequence_length_bp:
+        if (
+            self.min_length_bp is not None
+            and self.sequence_length_bp != "auto"
+            and self.min_length_bp > self.sequence_length_bp
+        ):
             problems.append(
                 f"min_length_bp ({self.min_length_bp}) must not exceed "
                 f"sequence_length_bp ({self.sequence_length_bp})"
