@@ -83,6 +83,7 @@ def test_eval_on_the_validation_split_with_baselines(
     assert own["data"] == [str(Path(f"{trained['data']}_val_text_document").resolve())]
 
 
+@pytest.mark.slow  # the library-level check (tests/eval) runs in the fast loop
 def test_both_strands_scores_documents_and_their_reverse_complements(
     trained: dict[str, Path], on_val: dict, saureus_slice: Path
 ) -> None:

@@ -38,8 +38,10 @@ _DATA_OPTIONS = {
 }
 
 
-def _data_option(setting: str, *, show_default: bool = True) -> Any:
-    return typer.Option(help=config_help(f"data.{setting}", show_default=show_default))
+def _data_option(setting: str, *, show_default: bool = True, metavar: str | None = None) -> Any:
+    return typer.Option(
+        help=config_help(f"data.{setting}", show_default=show_default), metavar=metavar
+    )
 
 
 OutputPrefixOpt = Annotated[
@@ -114,7 +116,7 @@ def preprocess(
     inputs: InputsArg = None,
     tokenizer_model: TokenizerModelOpt = None,
     nucleotide_tokenizer: NucleotideTokenizerOpt = False,
-    seq_length: Annotated[str | None, _data_option("sequence_length_bp")] = None,
+    seq_length: Annotated[str | None, _data_option("sequence_length_bp", metavar="BP|auto")] = None,
     stride: Annotated[int | None, _data_option("stride_bp", show_default=False)] = None,
     min_length: Annotated[int | None, _data_option("min_length_bp", show_default=False)] = None,
     val_ratio: Annotated[float | None, _data_option("val_ratio")] = None,
