@@ -50,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 GENOMES = REPO.parent / "shared" / "data" / "genomes"
 HOLDOUT = "saureus"  # the genome held out whole in the cross-genome part
 PARTS = ("ecoli", "cross")
+# torch.distributed's rendezvous variables: a caller that ran genos in-process (a test
+# session) holds its port; a run started from it must pick its own.
+DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ class Bench:
         self.results_path = self.out / "results.json"
         self.results = self._load_results()
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name in DIST_ENV:  # each run is its own one-process group (not a caller's rank)
+            self.env.pop(name, None)
         if args.threads:
             self.env["OMP_NUM_THREADS"] = self.env["MKL_NUM_THREADS"] = str(args.threads)
 
