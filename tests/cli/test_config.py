@@ -87,8 +87,10 @@ def test_show_applies_repeated_set_overrides() -> None:
     assert cfg.training.lr == 3e-4
     assert cfg.data.train_data_paths == ["a.fa.gz", "b.fa"]
     assert (cfg.tokenizer.kind, cfg.tokenizer.vocab_size) == ("nucleotide", 16)
-    # 8 experts: more total parameters, same active ones (top-2) except the router.
-    assert "total 13.45M, active 4.01M per token" in result.stdout
+    # 8 experts: more total parameters, same active ones (top-2) except the router; the
+    # nucleotide tokenizer's 16 ids size the embedding and head (2 x 16 x 256, not 2 x 128 x 256).
+    assert cfg.model.vocab_size == 16
+    assert "total 13.39M, active 3.95M per token" in result.stdout
 
 
 def test_show_in_a_terminal_highlights_and_prints_a_table(

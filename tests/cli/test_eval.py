@@ -44,8 +44,16 @@ def _eval_json(*args: str | Path) -> dict:
     return json.loads(result.stdout)
 
 
-def test_eval_on_the_validation_split_with_baselines(trained: dict[str, Path]) -> None:
-    r = _eval_json(trained["run"], "--data", trained["data"])
+@pytest.fixture(scope="module")
+def on_val(trained: dict[str, Path]) -> dict:
+    """`genos eval --json` of the trained model on its data set's validation split."""
+    return _eval_json(trained["run"], "--data", trained["data"])
+
+
+def test_eval_on_the_validation_split_with_baselines(
+    trained: dict[str, Path], on_val: dict
+) -> None:
+    r = on_val
     assert r["step"] == 20 and r["checkpoint"].endswith("step_00000020")
     names = [b["name"] for b in r["baselines"]]
     assert names == ["order-10 Markov", "uniform"]
@@ -73,6 +81,34 @@ def test_eval_on_the_validation_split_with_baselines(trained: dict[str, Path]) -
     own = _eval_json(trained["run"], "--no-markov")
     assert own["bits_per_base"] == pytest.approx(r["bits_per_base"], rel=1e-9)
     assert own["data"] == [str(Path(f"{trained['data']}_val_text_document").resolve())]
+
+
+@pytest.mark.slow  # the library-level check (tests/eval) runs in the fast loop
+def test_both_strands_scores_documents_and_their_reverse_complements(
+    trained: dict[str, Path], on_val: dict, saureus_slice: Path
+) -> None:
+    forward = on_val
+    both = _eval_json(trained["run"], "--data", trained["data"], "--both-strands")
+    assert (forward["strands"], both["strands"]) == ("forward", "both")
+    fwd, rc = both["per_strand"]["forward"], both["per_strand"]["reverse_complement"]
+    assert fwd["bits_per_base"] == pytest.approx(forward["bits_per_base"], rel=1e-9)
+    assert fwd["bases"] == forward["bases"]
+    # The same molecule: the same bases on both strands, but for the first token of the
+    # stream, which nobody scores (another token, of other bases, on the other strand).
+    assert abs(rc["bases"] - fwd["bases"]) <= 16 and rc["bits_per_base"] != fwd["bits_per_base"]
+    assert both["bases"] == fwd["bases"] + rc["bases"]
+    bits = fwd["bits_per_base"] * fwd["bases"] + rc["bits_per_base"] * rc["bases"]
+    assert both["bits_per_base"] == pytest.approx(bits / both["bases"], rel=1e-9)
+    # The Markov baseline is scored the same way, on the same bases of each strand.
+    markov, markov_forward = both["baselines"][0], forward["baselines"][0]
+    strands = markov["per_strand"]
+    assert strands["forward"] == pytest.approx(markov_forward["bits_per_base"], rel=1e-9)
+    assert 1.85 < strands["reverse_complement"] < 1.98
+    markov_bits = strands["forward"] * fwd["bases"] + strands["reverse_complement"] * rc["bases"]
+    assert markov["bits_per_base"] == pytest.approx(markov_bits / both["bases"], rel=1e-9)
+    result = genos("eval", trained["run"], "--data", saureus_slice, "--both-strands", "--no-markov")
+    assert result.exit_code == 0, result.output
+    assert "both strands" in result.stdout and "reverse complement:" in result.stdout
 
 
 def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice: Path) -> None:

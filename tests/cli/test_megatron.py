@@ -50,6 +50,31 @@ def test_dry_run_prints_the_torchrun_command(tmp_path: Path) -> None:
     assert not out.exists() and not (tmp_path / "cache" / "genos" / "data").exists()
 
 
+def test_nucleotide_run_has_a_16_row_vocabulary(tmp_path: Path) -> None:
+    """--nucleotide-tokenizer sizes the model's vocabulary from the tokenizer (16, not the
+    BPE's 128), in the plan and in the Megatron-LM command; --set model.vocab_size wins."""
+    base = ["train", "--nucleotide-tokenizer", "--dry-run", "--output-dir", tmp_path / "run"]
+    result = genos(*base)
+    assert result.exit_code == 0, result.output
+    model_section = result.stdout.split("\nmodel:\n", 1)[1].split("\ntokenizer:\n", 1)[0]
+    assert "\n  vocab_size: 16\n" in model_section  # the resolved config's
+    for extra, rows in (([], "16"), (["--set", "model.vocab_size=128"], "128")):
+        result = genos(*base, "--engine", "megatron", *extra)
+        assert result.exit_code == 0, result.output
+        words = command_words(result.stdout)
+        assert words[words.index("--make-vocab-size-divisible-by") + 1] == rows
+        assert words[words.index("--vocab-size") + 1] == "15"  # NullTokenizer: 15 + its eod
+
+
+def test_moe_loss_weights_set_from_the_command_line(tmp_path: Path) -> None:
+    weights = ["--set", "model.aux_loss_coeff=1e-3", "--set", "model.z_loss_coeff=1e-3"]
+    result = genos("train", "--engine", "megatron", "--dry-run", "--output-dir", tmp_path, *weights)
+    assert result.exit_code == 0, result.output
+    words = command_words(result.stdout)
+    assert words[words.index("--moe-aux-loss-coeff") + 1] == "0.001"
+    assert words[words.index("--moe-z-loss-coeff") + 1] == "0.001"
+
+
 def test_without_megatron_says_how_to_install(tmp_path: Path, nuc_data: Path) -> None:
     out = tmp_path / "run"
     args = ["train", *TINY, "--nucleotide-tokenizer", "--data-path", nuc_data,

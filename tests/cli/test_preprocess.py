@@ -167,7 +167,12 @@ def test_option_errors(tmp_path: Path, ecoli_fasta: Path) -> None:
     )
     assert_user_error(
         genos("preprocess", ecoli_fasta, "-o", out, "--seq-length", "0", "--stride", "0"),
-        "--seq-length must be greater than 0, got 0; --stride must be at least 1, got 0",
+        "--seq-length must be a positive number of bp or 'auto', got 0; "
+        "--stride must be at least 1, got 0",
+    )
+    assert_user_error(
+        genos("preprocess", ecoli_fasta, "-o", out, "--seq-length", "long"),
+        "--seq-length must be a positive number of bp or 'auto', got 'long'",
     )
     assert_user_error(
         genos("preprocess", ecoli_fasta, "-o", out, "--nucleotide-tokenizer", "--tokenizer-model",
@@ -221,6 +226,25 @@ def test_seq_length_tokens(tmp_path: Path, ecoli_fasta: Path) -> None:
     assert len(ds) == (4_639_675 - 1000) // 500 + 1
     assert np.array_equal(ds[0][500:], ds[1][:500])
     assert set(np.unique(ds[0]).tolist()) <= {7, 8, 9, 10}
+
+
+def test_seq_length_auto_fills_the_context(tmp_path: Path) -> None:
+    """--seq-length auto: documents of 2 contexts' worth of bases, for the context of
+    --config (here 128 tokens, one base each) or of the default preset (512)."""
+    from genos_cli.data.prepared import load_data_manifest
+
+    run = tmp_path / "run.yaml"
+    run.write_text("base: small\nmodel:\n  max_seq_length: 128\n")
+    common = ["--nucleotide-tokenizer", "--val-ratio", "0", "--seq-length", "auto"]
+    result = genos("preprocess", "-o", tmp_path / "ctx128", "--config", run, *common)
+    assert result.exit_code == 0, result.output
+    assert "--seq-length auto: 256 bp (2 contexts of 128 tokens at 1.000 bp/token)" in result.stdout
+    assert load_data_manifest(tmp_path / "ctx128")["window"]["length"] == 256
+    ds = IndexedDataset(tmp_path / "ctx128_text_document")
+    assert ds.sequence_lengths[0] == 256 + 1  # and its end-of-document id
+    result = genos("preprocess", "-o", tmp_path / "default", *common)
+    assert result.exit_code == 0, result.output
+    assert load_data_manifest(tmp_path / "default")["window"]["length"] == 1024
 
 
 def test_input_without_one_acgt_base_is_refused_naming_it(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ SMALL_MODEL = {
     "num_query_groups": 2,
     "num_experts": 4,
     "expert_ffn_hidden_size": 512,
+    "vocab_size": 128,  # a bare ModelConfig has no tokenizer to take it from
 }
 
 
@@ -297,6 +299,29 @@ def test_nucleotide_tokenizer_needs_vocab_16_and_no_model_file() -> None:
         TokenizerConfig(kind="nucleotide", vocab_size=16, model_path=Path("t.model"))
 
 
+def test_fragment_length_auto_fills_contexts() -> None:
+    """'auto' = contexts_per_document x context x bp/token, rounded up to 64 bp; resolved by
+    whoever knows the tokenizer (until then the length is not a number)."""
+    data = DataConfig(sequence_length_bp="auto")
+    assert data.auto_length_bp(512, 2.8698) == 2944  # 2 x 512 x 2.8698 = 2938.7
+    assert data.auto_length_bp(512, 1.0) == 1024
+    assert DataConfig(sequence_length_bp="auto", contexts_per_document=1).auto_length_bp(
+        100, 1.0
+    ) == 128  # fmt: skip
+    with pytest.raises(ValueError, match="resolve from the tokenizer"):
+        data.window_spec()
+    # min_length_bp is checked against the resolved length, not against 'auto'.
+    assert DataConfig(sequence_length_bp="auto", min_length_bp=600).min_length_bp == 600
+    cfg = load_config(overrides={"data.sequence_length_bp": "auto"})
+    assert cfg.data.sequence_length_bp == "auto"
+    assert DataConfig(sequence_length_bp="3072").sequence_length_bp == 3072  # from a flag
+    for bad in (0, -5, "long", True, 1.5):
+        with pytest.raises(ValidationError, match="positive number of bp or 'auto'"):
+            DataConfig(sequence_length_bp=bad)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        DataConfig(sequence_length_bp="auto", contexts_per_document=0.5)
+
+
 def test_data_allows_stride_longer_than_fragment() -> None:
     assert DataConfig(sequence_length_bp=100, stride_bp=1000).stride_bp == 1000
 
@@ -462,7 +487,7 @@ def test_single_error_is_singular(tmp_path: Path) -> None:
             "  - model: hidden_size (250) must be divisible by num_attention_heads (4)",
         ),
         (
-            {"tokenizer.vocab_size": 256},
+            {"tokenizer.vocab_size": 256, "model.vocab_size": 128},
             "  - tokenizer.vocab_size (256) must not exceed model.vocab_size (128)",
         ),
     ],
@@ -544,12 +569,16 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 
 def _type_name(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a constrained type, e.g. VocabSize inside `| None`
+        return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin is list:
         return f"list of {_type_name(args[0])}"
     if args and type(None) in args:
         return " \\| ".join(_type_name(a) for a in args if a is not type(None)) + " \\| null"
+    if origin in (typing.Union, types.UnionType):  # e.g. int | Literal["auto"]
+        return " \\| ".join(_type_name(a) for a in args)
     return {int: "int", float: "float", bool: "bool", str: "str", Path: "path"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )

@@ -3,6 +3,7 @@ token-to-base decoding, bits per base of a model, expert-usage statistics, probe
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -170,3 +171,34 @@ def test_tsv_reading_and_errors(tmp_path: Path) -> None:
     other.write_text("ACGT\tsideways\n")
     with pytest.raises(GenosError, match="label 'sideways', not among the training labels"):
         from_tsv(other, data.classes)
+
+
+@pytest.mark.parametrize("nucleotide", [False, True])
+def test_both_strands_evaluation(tmp_path: Path, ecoli_fasta: Path, nucleotide: bool) -> None:
+    """`--both-strands` on real E. coli: the forward strand is the plain evaluation; the
+    reverse complement is scored on as many bases but for the stream's unscored first token;
+    model and Markov totals are sums over the strands, each on the model's bases."""
+    from genos_cli.eval.run import LMOptions, evaluate_lm
+    from tests.tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "step_00000007", nucleotide=nucleotide)
+    pieces = list(itertools.islice(read_acgt_runs([ecoli_fasta], max_run_bp=12_000), 20))
+    held, fit = tmp_path / "held.fa", tmp_path / "fit.fa"
+    held.write_bytes(b">held out\n" + pieces[-1] + b"\n")
+    fit.write_bytes(b">fit\n" + b"".join(pieces[:17]) + b"\n")
+    opts = {"checkpoint": ckpt, "data": [held], "markov_data": [fit], "device": "cpu"}
+    forward = evaluate_lm(LMOptions(**opts))
+    both = evaluate_lm(LMOptions(**opts, both_strands=True))
+    assert (forward["strands"], both["strands"]) == ("forward", "both")
+    fwd, rc = both["per_strand"]["forward"], both["per_strand"]["reverse_complement"]
+    assert fwd["bits_per_base"] == pytest.approx(forward["bits_per_base"], rel=1e-9)
+    assert fwd["bases"] == forward["bases"] and abs(rc["bases"] - fwd["bases"]) <= 16
+    assert both["bases"] == fwd["bases"] + rc["bases"]
+    bits = fwd["bits_per_base"] * fwd["bases"] + rc["bits_per_base"] * rc["bases"]
+    assert both["bits_per_base"] == pytest.approx(bits / both["bases"], rel=1e-9)
+    markov = both["baselines"][0]["per_strand"]
+    assert markov["forward"] == pytest.approx(forward["baselines"][0]["bits_per_base"], rel=1e-9)
+    markov_bits = markov["forward"] * fwd["bases"] + markov["reverse_complement"] * rc["bases"]
+    total = both["baselines"][0]["bits_per_base"]
+    assert total == pytest.approx(markov_bits / both["bases"], rel=1e-9)
+    assert 1.85 < markov["reverse_complement"] < 2.0  # a real strand of real DNA

@@ -133,3 +133,17 @@ def test_unsupported_mixtral_features_are_refused() -> None:
     config = to_mixtral_config(TINY, sliding_window=16, tie_word_embeddings=True)
     with pytest.raises(GenosError, match=r"tied input/output embeddings.*sliding-window"):
         from_mixtral_config(config)
+
+
+def test_export_config_carries_vocabulary_and_aux_loss_weight() -> None:
+    """What changes the exported model: the vocabulary the run resolved from its tokenizer
+    (16 rows for the nucleotide tokenizer) and the load-balancing weight HF adds to its loss."""
+    nucleotide = load_config(
+        "small",
+        overrides={"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16,
+                   "model.aux_loss_coeff": 1e-3},
+    ).model  # fmt: skip
+    hf = to_mixtral_config(nucleotide)
+    assert hf.vocab_size == 16
+    assert hf.router_aux_loss_coef == 1e-3
+    assert from_mixtral_config(hf).aux_loss_coeff == 1e-3

@@ -202,3 +202,25 @@ def test_the_real_parser_accepts_the_command(tmp_path: Path) -> None:
         ns = parser.parse_args(pretrain_gpt_args(run))
         assert ns.num_experts == run.config.model.num_experts
         assert ns.num_query_groups == run.config.model.num_query_groups
+
+
+def test_vocabulary_follows_the_tokenizer_unless_set(tmp_path: Path) -> None:
+    """The model's vocabulary is the tokenizer's (128 BPE, 16 nucleotide: NullTokenizer's
+    15 + 1) unless the config sets one; Megatron pads its embedding to exactly that."""
+    bpe = parse(pretrain_gpt_args(make_run(tmp_path)))
+    nuc = parse(pretrain_gpt_args(make_run(tmp_path, kind="nucleotide")))
+    wide_run = make_run(tmp_path, kind="nucleotide", **{"model.vocab_size": 64})
+    wide = parse(pretrain_gpt_args(wide_run))
+    assert bpe["--make-vocab-size-divisible-by"] == ["128"]
+    assert nuc["--make-vocab-size-divisible-by"] == ["16"] and nuc["--vocab-size"] == ["15"]
+    assert wide["--make-vocab-size-divisible-by"] == ["64"]
+
+
+def test_moe_loss_weights_reach_megatron(tmp_path: Path) -> None:
+    default = parse(pretrain_gpt_args(make_run(tmp_path)))
+    assert default["--moe-aux-loss-coeff"] == ["0.01"]
+    assert "--moe-z-loss-coeff" not in default  # 0 = off = Megatron's default (None)
+    tuned = make_run(tmp_path, **{"model.aux_loss_coeff": 1e-3, "model.z_loss_coeff": 1e-4})
+    args = parse(pretrain_gpt_args(tuned))
+    assert args["--moe-aux-loss-coeff"] == ["0.001"]
+    assert args["--moe-z-loss-coeff"] == ["0.0001"]

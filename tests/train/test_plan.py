@@ -91,3 +91,71 @@ def test_gpu_peaks_and_mfu() -> None:
     assert gpu_peak_flops("Some Future GPU", "bf16") is None
     assert mfu(1000.0, 6e6, 1.2e10) == pytest.approx(0.5)
     assert mfu(1000.0, 6e6, None) is None
+
+
+def test_model_vocabulary_is_the_tokenizers_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ecoli_fasta: Path
+) -> None:
+    """Resolved once, in the plan: 128 rows for the shipped BPE, 16 for the nucleotide
+    tokenizer, a custom BPE model's own size; an explicit model.vocab_size wins and must
+    hold the tokenizer's ids."""
+    from genos_cli.data.tokenizers.training import train_sentencepiece
+    from genos_cli.train.plan import TrainOptions, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def vocab(**overrides: object) -> tuple[int | None, int]:
+        opts = TrainOptions(size="small", overrides=overrides, output_dir=tmp_path / "run")
+        cfg = build_plan(opts, dry_run=True).config
+        return cfg.model.vocab_size, cfg.tokenizer.vocab_size
+
+    assert vocab() == (128, 128)
+    assert vocab(**{"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16}) == (16, 16)
+    nucleotide_128 = {"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16,
+                      "model.vocab_size": 128}  # fmt: skip
+    assert vocab(**nucleotide_128) == (128, 16)
+    custom = train_sentencepiece(
+        [ecoli_fasta], tmp_path / "bpe40", vocab_size=40, max_train_bp=100_000, sentence_bp=1000
+    ).model_path
+    assert vocab(**{"tokenizer.model_path": str(custom)}) == (40, 40)
+    with pytest.raises(GenosError, match=r"tokenizer.vocab_size \(128\) must not exceed"):
+        vocab(**{"model.vocab_size": 64})
+
+
+def test_embedded_data_cache_is_keyed_by_augmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genos_cli.train.plan import TrainOptions, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def data_dir(**overrides: object) -> Path:
+        opts = TrainOptions(size="small", overrides=overrides, output_dir=tmp_path / "run")
+        return build_plan(opts, dry_run=True).train_prefixes[0].parent
+
+    plain, augmented = data_dir(), data_dir(**{"data.reverse_complement": True})
+    assert augmented != plain and augmented.name == plain.name + "-rc"
+
+
+def test_fragment_length_auto_is_resolved_in_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan (and so checkpoints, the data cache, genos eval) records the number 'auto'
+    means for the run's tokenizer and context: 2 x 512 tokens x 2.87 bp (BPE) = 2944 bp."""
+    from genos_cli.train.plan import TrainOptions, build_plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def plan(**overrides: object) -> TrainPlan:
+        opts = TrainOptions(size="small", overrides=overrides, output_dir=tmp_path / "run")
+        return build_plan(opts, dry_run=True)
+
+    auto = {"data.sequence_length_bp": "auto"}
+    bpe = plan(**auto)
+    assert bpe.config.data.sequence_length_bp == 2944
+    assert bpe.config.data.window_spec().length == 2944
+    assert "-2944-2944-2944-" in bpe.train_prefixes[0].parent.name  # the cache key
+    nucleotide = {"tokenizer.kind": "nucleotide", "tokenizer.vocab_size": 16}
+    assert plan(**auto, **nucleotide).config.data.sequence_length_bp == 1024
+    short = plan(**auto, **{"model.max_seq_length": 128, "data.contexts_per_document": 4})
+    assert short.config.data.sequence_length_bp == 64 * math.ceil(4 * 128 * 2.8698 / 64)

@@ -70,6 +70,14 @@ def lm(
     markov: Annotated[
         bool, typer.Option("--markov/--no-markov", help="Fit and show the Markov baseline.")
     ] = True,
+    both_strands: Annotated[
+        bool,
+        typer.Option(
+            "--both-strands",
+            help="Also score each document's reverse complement (the other strand of the "
+            "same DNA): bits per base over both strands, the Markov baseline too.",
+        ),
+    ] = False,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -86,6 +94,7 @@ def lm(
         markov_data=list(markov_data) if markov_data else None,
         markov=markov,
         device=device,
+        both_strands=both_strands,
     )
     _run(evaluate_lm, opts, as_json, _render_lm)
 
@@ -114,7 +123,12 @@ def _render_lm(r: dict[str, Any]) -> None:
     _title("genos eval", r)
     console.print(
         f"data: {', '.join(r['data'])} — {r['bases']:,} bases, {r['tokens']:,} tokens, "
-        f"{r['windows']:,} windows of {r['context']} tokens (stride {r['stride']})",
+        f"{r['windows']:,} windows of {r['context']} tokens (stride {r['stride']})"
+        + (
+            ", both strands (each document also as its reverse complement)"
+            if "per_strand" in r
+            else ""
+        ),
         highlight=False,
     )
     table = Table(box=None, padding=(0, 2))
@@ -131,6 +145,15 @@ def _render_lm(r: dict[str, Any]) -> None:
     for b in r["baselines"]:
         table.add_row(b["name"], f"{b['bits_per_base']:.4f}", "", "")
     console.print(table)
+    if "per_strand" in r:
+        markov = next((b for b in r["baselines"] if "per_strand" in b), None)
+        for name, strand in r["per_strand"].items():
+            versus = f" (Markov {markov['per_strand'][name]:.4f})" if markov else ""
+            console.print(
+                f"{name.replace('_', ' ')}: {strand['bits_per_base']:.4f} bits/base{versus} "
+                f"over {strand['bases']:,} bases",
+                highlight=False,
+            )
     console.print(
         f"throughput: {r['tokens_per_s']:,.0f} tokens/s ({r['bases_per_s']:,.0f} bases/s) "
         f"on {r['device']}, {r['seconds']:.1f} s",

@@ -34,11 +34,14 @@ _DATA_OPTIONS = {
     "val_ratio": "val_ratio",
     "split_seed": "split_seed",
     "append_eod": "append_eod",
+    "reverse_complement": "reverse_complement",
 }
 
 
-def _data_option(setting: str, *, show_default: bool = True) -> Any:
-    return typer.Option(help=config_help(f"data.{setting}", show_default=show_default))
+def _data_option(setting: str, *, show_default: bool = True, metavar: str | None = None) -> Any:
+    return typer.Option(
+        help=config_help(f"data.{setting}", show_default=show_default), metavar=metavar
+    )
 
 
 OutputPrefixOpt = Annotated[
@@ -67,6 +70,14 @@ AppendEodOpt = Annotated[
     typer.Option(
         "--append-eod/--no-append-eod",
         help=config_help("data.append_eod", show_default=True),
+        show_default=False,
+    ),
+]
+ReverseComplementOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--reverse-complement/--no-reverse-complement",
+        help=config_help("data.reverse_complement", show_default=True),
         show_default=False,
     ),
 ]
@@ -105,13 +116,14 @@ def preprocess(
     inputs: InputsArg = None,
     tokenizer_model: TokenizerModelOpt = None,
     nucleotide_tokenizer: NucleotideTokenizerOpt = False,
-    seq_length: Annotated[int | None, _data_option("sequence_length_bp")] = None,
+    seq_length: Annotated[str | None, _data_option("sequence_length_bp", metavar="BP|auto")] = None,
     stride: Annotated[int | None, _data_option("stride_bp", show_default=False)] = None,
     min_length: Annotated[int | None, _data_option("min_length_bp", show_default=False)] = None,
     val_ratio: Annotated[float | None, _data_option("val_ratio")] = None,
     split_seed: Annotated[int | None, _data_option("split_seed")] = None,
     holdout: HoldoutOpt = None,
     append_eod: AppendEodOpt = None,
+    reverse_complement: ReverseComplementOpt = None,
     workers: WorkersOpt = 0,
     write_text: WriteTextOpt = None,
     hf_dataset: HFDatasetOpt = None,
@@ -149,6 +161,7 @@ def preprocess(
         val_ratio=data.val_ratio,
         split_seed=data.split_seed,
         holdout=tuple(holdout or ()),
+        reverse_complement=data.reverse_complement,
         hf_dataset=hf,
         append_eod=data.append_eod,
         workers=workers,
@@ -163,19 +176,34 @@ def _settings(
     config: Path | None, data_flags: dict[str, Any], tokenizer_flags: dict[str, Any]
 ) -> tuple[DataConfig, TokenizerConfig]:
     """The data and tokenizer settings: the options given over `config`'s (or the defaults),
-    checked by the schema; a wrong value is reported under its option's name."""
+    checked by the schema; a wrong value is reported under its option's name. A fragment
+    length of 'auto' is resolved here (for `config`'s context, else the default preset's)."""
     from genos_cli.config import load_config
 
-    data: dict[str, Any] = {}
-    tokenizer: dict[str, Any] = {}
-    if config is not None:
-        cfg = load_config(path=config)
-        data, tokenizer = cfg.data.model_dump(), cfg.tokenizer.model_dump()
+    cfg = load_config(path=config)  # no config file: the default preset
+    data: dict[str, Any] = cfg.data.model_dump() if config is not None else {}
+    tokenizer: dict[str, Any] = cfg.tokenizer.model_dump() if config is not None else {}
     flags = {setting: flag_name(param) for param, setting in _DATA_OPTIONS.items()}
-    return (
-        validated(DataConfig, {**data, **data_flags}, flags),
-        validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {}),
-    )
+    data_cfg = validated(DataConfig, {**data, **data_flags}, flags)
+    tokenizer_cfg = validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {})
+    if data_cfg.sequence_length_bp == "auto":
+        from genos_cli.data.context_fill import reference_bp_per_token
+        from genos_cli.data.tokenizers import load_tokenizer
+
+        context = cfg.model.max_seq_length
+        bp_per_token = reference_bp_per_token(
+            load_tokenizer(tokenizer_cfg.kind, tokenizer_cfg.model_path)
+        )
+        length = data_cfg.auto_length_bp(context, bp_per_token)
+        console.print(
+            f"--seq-length auto: {length:,} bp ({data_cfg.contexts_per_document:g} contexts of "
+            f"{context} tokens at {bp_per_token:.3f} bp/token)",
+            highlight=False,
+        )
+        data_cfg = validated(
+            DataConfig, {**data_cfg.model_dump(), "sequence_length_bp": length}, flags
+        )
+    return data_cfg, tokenizer_cfg
 
 
 def _workers(workers: int, tokenizer_kind: str) -> int:
@@ -260,6 +288,9 @@ def _render_summary(result: PreprocessResult, workers: int) -> None:
     table.add_row("kept in sequences", bp(win.covered_bp))
     for name, out in result.outputs.items():
         table.add_row(f"{name} sequences / tokens", f"{out.sequences:,} / {out.tokens:,}")
+    added = sum(out.sequences for out in result.outputs.values()) - win.sequences
+    if added:
+        table.add_row("reverse complements", f"{added:,} (one per training sequence)")
     table.add_row("bp / token", f"{result.bp_per_token:.3f} ({result.tokenizer['kind']})")
     table.add_row(
         "time",

@@ -51,7 +51,7 @@ def expert_params(cfg: ModelConfig) -> int:
 def count_parameters(cfg: ModelConfig) -> ParamCounts:
     """Total and per-token active parameter counts of the model `cfg` describes."""
     hidden = cfg.hidden_size
-    embedding = 2 * cfg.vocab_size * hidden  # untied input embedding + output head
+    embedding = 2 * cfg.resolved_vocab_size * hidden  # untied input embedding + output head
     # Everything in a layer except its experts: 2 RMSNorms, attention, router.
     layer_shared = 2 * hidden + attention_params(cfg) + hidden * cfg.num_experts
     final_norm = hidden

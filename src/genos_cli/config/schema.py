@@ -77,9 +77,11 @@ class ModelConfig(_Section):
     expert_ffn_hidden_size: int = Field(
         gt=0, description="Inner width of each expert's SwiGLU feed-forward network."
     )
-    vocab_size: VocabSize = Field(
-        default=128,
-        description="Rows of the embedding and output head; at least the tokenizer's vocab.",
+    vocab_size: VocabSize | None = Field(
+        default=None,
+        description="Rows of the embedding and output head; unset: the tokenizer's vocabulary "
+        "(tokenizer.vocab_size: 128 for the shipped BPE, 16 for 'nucleotide'); a value given "
+        "must be at least that.",
     )
     max_seq_length: int = Field(
         default=512, gt=0, description="Context length in tokens (training sequence length)."
@@ -106,6 +108,17 @@ class ModelConfig(_Section):
     def head_dim(self) -> int:
         """Width of one attention head (hidden_size / num_attention_heads)."""
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def resolved_vocab_size(self) -> int:
+        """`vocab_size`, resolved: a run's config (`GenosConfig`) sets it from the tokenizer
+        when unset, so only a bare `ModelConfig` built without one can lack it."""
+        if self.vocab_size is None:
+            raise ValueError(
+                "model.vocab_size is unset: a run config takes it from its tokenizer; "
+                "a model config on its own needs it"
+            )
+        return self.vocab_size
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -170,8 +183,19 @@ class TokenizerConfig(_Section):
 class DataConfig(_Section):
     """How genomes are cut into training sequences and split into train/validation."""
 
-    sequence_length_bp: int = Field(
-        default=512, gt=0, description="Length of each DNA fragment in base pairs."
+    # The default in one place (the presets do not repeat it): "auto" is a one-line change.
+    sequence_length_bp: int | Literal["auto"] = Field(
+        default=512,
+        description="Length of each DNA fragment (one document) in base pairs; 'auto': long "
+        "enough to fill contexts_per_document training contexts (model.max_seq_length tokens "
+        "at the tokenizer's bp per token), resolved when genos train or genos preprocess starts.",
+    )
+    contexts_per_document: float = Field(
+        default=2.0,
+        ge=1,
+        description="With sequence_length_bp 'auto': a fragment spells this many contexts' "
+        "worth of tokens, rounded up to a multiple of 64 bp; at least 1, so that a packed "
+        "training sample rarely holds the end of one document and the start of another.",
     )
     stride_bp: int | None = Field(
         default=None,
@@ -202,6 +226,12 @@ class DataConfig(_Section):
         default=True,
         description="Append the end-of-document token after each fragment (Megatron --append-eod).",
     )
+    reverse_complement: bool = Field(
+        default=False,
+        description="Also write every training fragment as its reverse complement (the other "
+        "strand), at preprocess time. The validation split is drawn per fragment first and is "
+        "never augmented, so it holds no reverse complement of a training fragment.",
+    )
     train_data_paths: list[str] = Field(
         default_factory=list,
         description="Prepared data to train on (several are blended): `genos preprocess` -o "
@@ -213,29 +243,59 @@ class DataConfig(_Section):
         description="Validation data prefixes; unset: the validation splits of the training data.",
     )
 
+    @field_validator("sequence_length_bp", mode="before")
+    @classmethod
+    def _length_or_auto(cls, value: object) -> object:
+        # One message for both forms, instead of pydantic's one error per union member.
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"must be a positive number of bp or 'auto', got {value!r}")
+        return value
+
+    @property
+    def length_bp(self) -> int:
+        """The fragment length in bp, once resolved (never 'auto' in a run's plan)."""
+        if self.sequence_length_bp == "auto":
+            raise ValueError(
+                "data.sequence_length_bp is 'auto', which genos train and genos preprocess "
+                "resolve from the tokenizer (auto_length_bp); this config was not resolved"
+            )
+        return self.sequence_length_bp
+
+    def auto_length_bp(self, context_tokens: int, bp_per_token: float) -> int:
+        """The length 'auto' means: `contexts_per_document` contexts of `context_tokens`
+        tokens at `bp_per_token`, rounded up to a multiple of 64 bp."""
+        bp = self.contexts_per_document * context_tokens * bp_per_token
+        return 64 * max(1, math.ceil(bp / 64))
+
     @property
     def effective_stride_bp(self) -> int:
         """The stride actually used: stride_bp, or the fragment length when unset."""
-        return self.sequence_length_bp if self.stride_bp is None else self.stride_bp
+        return self.length_bp if self.stride_bp is None else self.stride_bp
 
     @property
     def effective_min_length_bp(self) -> int:
         """The minimum fragment length actually used: min_length_bp, or the fragment length."""
-        return self.sequence_length_bp if self.min_length_bp is None else self.min_length_bp
+        return self.length_bp if self.min_length_bp is None else self.min_length_bp
 
     def window_spec(self) -> WindowSpec:
         """The fragmenting these settings describe, as the data pipeline takes it."""
         from genos_cli.data.windows import WindowSpec  # numpy: not needed for --help
 
-        return WindowSpec(
-            self.sequence_length_bp, self.effective_stride_bp, self.effective_min_length_bp
-        )
+        return WindowSpec(self.length_bp, self.effective_stride_bp, self.effective_min_length_bp)
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DataConfig:
         # stride > length is deliberately allowed: it subsamples a genome (skips bases).
         problems = []
-        if self.min_length_bp is not None and self.min_length_bp > self.sequence_length_bp:
+        if (
+            self.min_length_bp is not None
+            and self.sequence_length_bp != "auto"
+            and self.min_length_bp > self.sequence_length_bp
+        ):
             problems.append(
                 f"min_length_bp ({self.min_length_bp}) must not exceed "
                 f"sequence_length_bp ({self.sequence_length_bp})"
@@ -384,6 +444,11 @@ class GenosConfig(_Section):
 
     @model_validator(mode="after")
     def _check_across_sections(self) -> GenosConfig:
+        if self.model.vocab_size is None:
+            # Resolved once, here (like training.min_lr), so the plan, checkpoints, the HF
+            # export and the Megatron command all see a number: an output layer exactly as
+            # wide as the tokenizer (16 rows for the nucleotide tokenizer, not 128).
+            self.model.vocab_size = self.tokenizer.vocab_size
         problems = []
         if self.tokenizer.vocab_size > self.model.vocab_size:
             problems.append(

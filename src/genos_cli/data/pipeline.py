@@ -34,6 +34,7 @@ from genos_cli.data.fasta import ReadStats, SequenceReader
 from genos_cli.data.hf_source import HFDatasetReader, HFDatasetSpec
 from genos_cli.data.indexed import IndexedDatasetWriter, bin_path, idx_path
 from genos_cli.data.sources import expand_inputs
+from genos_cli.data.strands import with_reverse_complements
 from genos_cli.data.tokenizers import DNATokenizer, load_tokenizer
 from genos_cli.data.vocab import MAX_VOCAB_SIZE
 from genos_cli.data.windows import WindowBatch, Windower, WindowSpec, WindowStats
@@ -52,6 +53,7 @@ class PreprocessSettings:
     val_ratio: float = 0.02
     split_seed: int = 1234
     holdout: tuple[Path, ...] = ()  # files whose sequences all go to the validation split
+    reverse_complement: bool = False  # also write each training window's reverse complement
     hf_dataset: HFDatasetSpec | None = None  # read after the files, like one more file
     append_eod: bool = True
     workers: int = 1
@@ -85,12 +87,15 @@ class PreprocessResult:
     @property
     def content_tokens(self) -> int:
         """Tokens excluding the end-of-document ids."""
-        eods = self.windows.sequences if self.tokenizer["append_eod"] else 0
+        eods = (
+            sum(o.sequences for o in self.outputs.values()) if self.tokenizer["append_eod"] else 0
+        )
         return self.tokens - eods
 
     @property
     def bp_per_token(self) -> float:
-        return self.windows.sequence_bp / max(self.content_tokens, 1)
+        # Over what was written: reverse complements included.
+        return sum(o.bp for o in self.outputs.values()) / max(self.content_tokens, 1)
 
 
 @dataclass
@@ -351,6 +356,9 @@ def run(plan: PreprocessPlan, progress: ProgressCallback | None = None) -> Prepr
     try:
         outputs.open()
         batches = _windows(plan, windower, read_stats, progress)
+        if settings.reverse_complement:
+            # After the split is drawn per window: validation stays as it is, un-augmented.
+            batches = map(with_reverse_complements, batches)
         for batch, ids, token_lengths in _encoded(batches, tokenizer, settings):
             outputs.add(batch, ids, token_lengths)
         if windower.stats.sequences == 0:
@@ -455,6 +463,8 @@ def manifest(plan: PreprocessPlan, result: PreprocessResult) -> dict:
         "tokenizer": result.tokenizer,
         "window": asdict(s.window),
         "split": {"val_ratio": s.val_ratio, "seed": s.split_seed},
+        # Training windows also written as their reverse complement (validation never is).
+        "reverse_complement": s.reverse_complement,
         "outputs": {name: asdict(out) for name, out in result.outputs.items()},
         "stats": {
             "files": result.read.files,

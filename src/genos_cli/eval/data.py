@@ -80,7 +80,7 @@ def token_documents(
             prefixes.append(_preprocess(sequence_files, ckpt, Path(tmp)))
         documents = read_documents(prefixes)
         documents.sources = [str(p) for p in paths]
-        vocab = ckpt.config.model.vocab_size
+        vocab = ckpt.config.model.resolved_vocab_size
         if documents.tokens.size and int(documents.tokens.max()) >= vocab:
             raise GenosError(
                 f"the data holds token id {int(documents.tokens.max())}, outside the "

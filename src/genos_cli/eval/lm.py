@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,24 @@ class LMEvaluation:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens_forwarded / self.seconds if self.seconds > 0 else float("nan")
+
+
+def combined(parts: Sequence[LMEvaluation]) -> LMEvaluation:
+    """Several evaluations with the same model and windows (the two strands) as one: every
+    total summed, so bits per base is the total NLL over the total bases."""
+    if len(parts) == 1:
+        return parts[0]
+    return LMEvaluation(
+        tokens=sum(p.tokens for p in parts),
+        bases=sum(p.bases for p in parts),
+        nll_nats=sum(p.nll_nats for p in parts),
+        windows=sum(p.windows for p in parts),
+        context=parts[0].context,
+        stride=parts[0].stride,
+        tokens_forwarded=sum(p.tokens_forwarded for p in parts),
+        seconds=sum(p.seconds for p in parts),
+        expert_counts=np.sum([p.expert_counts for p in parts], axis=0),
+    )
 
 
 @torch.inference_mode()

@@ -49,6 +49,7 @@ class LMOptions:
     markov_data: list[Path] | None = None  # None: the training data the checkpoint records
     markov: bool = True
     device: str | None = None
+    both_strands: bool = False  # also score each document's reverse complement
 
 
 def _recorded_data(ckpt: checkpoint.LoadedCheckpoint, split: str) -> tuple[list[Path], Path | None]:
@@ -85,9 +86,12 @@ def _recorded_validation_data(ckpt: checkpoint.LoadedCheckpoint) -> list[Path]:
 
 def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Loss and bits per base of a checkpoint on held-out DNA, next to uniform and Markov
-    baselines scored on the very same bases."""
+    baselines scored on the very same bases; with `both_strands`, over each document and its
+    reverse complement (the same molecule read from its other strand), model and Markov
+    alike."""
+    from genos_cli.data.strands import reverse_complement_documents
     from genos_cli.eval.data import token_documents
-    from genos_cli.eval.lm import evaluate_model
+    from genos_cli.eval.lm import combined
 
     if opts.batch_size < 1:
         raise GenosError(f"--batch-size must be at least 1, got {opts.batch_size}")
@@ -101,16 +105,14 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
     with token_documents(data, ckpt) as docs:
         if docs.tokens.size < 2:
             raise GenosError("the evaluation data holds fewer than two tokens")
-        result = evaluate_model(
-            ckpt.model,
-            docs,
-            bases_per_token(ckpt.tokenizer),
-            batch_size=opts.batch_size,
-            stride=opts.stride,
-            device=device,
-            autocast_dtype=autocast_dtype(device),
-            progress=(lambda done, total: progress("scoring", done, total)) if progress else None,
-        )
+        strands = {"forward": docs}
+        if opts.both_strands:
+            strands["reverse_complement"] = reverse_complement_documents(docs, ckpt.tokenizer)
+        scored = {
+            name: _score(opts, ckpt, device, strand, name, progress)
+            for name, strand in strands.items()
+        }
+        result = combined(list(scored.values()))
         baselines: list[dict[str, Any]] = [
             {"name": "uniform", "bits_per_base": 2.0, "bits": 2.0 * result.bases}
         ]
@@ -119,20 +121,56 @@ def evaluate_lm(opts: LMOptions, progress: Progress | None = None) -> dict[str, 
         if isinstance(sources, str):
             notes.append(f"no Markov baseline: {sources}")
         elif sources is not None:
-            baselines.insert(0, _markov_baseline(opts, ckpt, sources, docs, result.bases, progress))
-    return _lm_report(ckpt, data, device, result, baselines, notes)
+            on = {name: (strands[name], scored[name].bases) for name in strands}
+            baselines.insert(0, _markov_baseline(opts, ckpt, sources, on, progress))
+    report = _lm_report(ckpt, data, device, result, baselines, notes)
+    report["strands"] = "both" if opts.both_strands else "forward"
+    if opts.both_strands:
+        report["per_strand"] = {
+            name: {
+                "tokens": r.tokens,
+                "bases": r.bases,
+                "loss": r.loss,
+                "bits_per_base": r.bits_per_base,
+            }
+            for name, r in scored.items()
+        }
+    return report
+
+
+def _score(
+    opts: LMOptions,
+    ckpt: checkpoint.LoadedCheckpoint,
+    device: torch.device,
+    docs: TokenDocuments,
+    strand: str,
+    progress: Progress | None,
+) -> LMEvaluation:
+    from genos_cli.eval.lm import evaluate_model
+
+    what = "scoring" if strand == "forward" else "scoring the reverse complement"
+    return evaluate_model(
+        ckpt.model,
+        docs,
+        bases_per_token(ckpt.tokenizer),
+        batch_size=opts.batch_size,
+        stride=opts.stride,
+        device=device,
+        autocast_dtype=autocast_dtype(device),
+        progress=(lambda done, total: progress(what, done, total)) if progress else None,
+    )
 
 
 def _markov_baseline(
     opts: LMOptions,
     ckpt: checkpoint.LoadedCheckpoint,
     sources: list[Path],
-    docs: TokenDocuments,
-    bases: int,
+    strands: dict[str, tuple[TokenDocuments, int]],
     progress: Progress | None,
 ) -> dict[str, Any]:
-    """An order-k Markov model fitted on `sources`, scored on `docs`: the same `bases` as
-    the model, so the two bits-per-base figures compare."""
+    """An order-k Markov model fitted on `sources`, scored on each strand's documents: the
+    same bases as the model scored there (given with them), so the two bits-per-base
+    figures compare."""
     from genos_cli.eval.data import token_documents
     from genos_cli.eval.lm import fit_markov, markov_bits
 
@@ -142,15 +180,23 @@ def _markov_baseline(
     table = PieceTable.of(ckpt.tokenizer)
     with token_documents(sources, ckpt, split="train") as fit_docs:
         markov = fit_markov([fit_docs], table, opts.markov_order, opts.markov_concentration)
-    bits, scored = markov_bits(markov, docs, table)
-    if scored != bases:  # both must score the very same bases
-        raise GenosError(
-            f"internal error: the Markov model scored {scored} bases, the model {bases}"
-        )
+    per_strand: dict[str, float] = {}
+    for name, (docs, bases) in strands.items():
+        bits, scored = markov_bits(markov, docs, table)
+        if scored != bases:  # both must score the very same bases
+            raise GenosError(
+                f"internal error: the Markov model scored {scored} bases, the model {bases}"
+            )
+        per_strand[name] = bits
+    bits, bases = sum(per_strand.values()), sum(b for _, b in strands.values())
+    extra: dict[str, Any] = {}
+    if len(strands) > 1:
+        extra["per_strand"] = {name: per_strand[name] / strands[name][1] for name in strands}
     return {
         "name": f"order-{opts.markov_order} Markov",
-        "bits_per_base": bits / scored,
+        "bits_per_base": bits / bases,
         "bits": bits,
+        **extra,
         "order": opts.markov_order,
         "concentration": opts.markov_concentration,
         "fitted_on": [str(p) for p in sources],

@@ -153,7 +153,7 @@ def generate(
     """
     sampling = sampling or Sampling()
     device = model.embed.weight.device
-    tokens = BaseTokens.of(tokenizer, model.config.vocab_size, device)
+    tokens = BaseTokens.of(tokenizer, model.config.resolved_vocab_size, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     for prompt in prompts:
         ids = [tokenizer.eod_id, *tokenizer.encode(prompt.bases)]

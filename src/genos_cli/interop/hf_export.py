@@ -414,7 +414,7 @@ def import_hf(
     model_cfg = from_mixtral_config(hf_config)
     meta = _read_export_meta(hf_dir)
     tokenizer = _import_tokenizer(hf_dir, meta, tokenizer_kind, tokenizer_model)
-    if tokenizer.vocab_size > model_cfg.vocab_size:
+    if tokenizer.vocab_size > model_cfg.resolved_vocab_size:
         raise GenosError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model in {hf_dir} only "
             f"{model_cfg.vocab_size} embedding rows"

@@ -27,7 +27,7 @@ def active_matmul_params(cfg: ModelConfig) -> int:
         + cfg.hidden_size * cfg.num_experts
         + cfg.moe_router_topk * expert_params(cfg)
     )
-    return cfg.num_layers * per_layer + cfg.vocab_size * cfg.hidden_size
+    return cfg.num_layers * per_layer + cfg.resolved_vocab_size * cfg.hidden_size
 
 
 def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:

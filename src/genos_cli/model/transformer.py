@@ -78,11 +78,11 @@ class GenosForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed = nn.Embedding(config.resolved_vocab_size, config.hidden_size)
         self.rope = RotaryEmbedding(config.head_dim, config.max_seq_length, config.rope_base)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.resolved_vocab_size, bias=False)
         init_weights(self, config)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> GenosOutput:

@@ -139,7 +139,7 @@ def _model_args(cfg: GenosConfig) -> list[str]:
 
 
 def _tokenizer_args(run: MegatronRun) -> list[str]:
-    vocab = run.config.model.vocab_size
+    vocab = run.config.model.resolved_vocab_size
     if run.tokenizer_kind == "bpe":
         if run.tokenizer_model is None:
             raise GenosError("a BPE run needs its SentencePiece model for Megatron-LM")

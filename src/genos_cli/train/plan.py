@@ -141,9 +141,10 @@ def hosts(hostfile: Path | None) -> int:
 
 def _config(opts: TrainOptions) -> GenosConfig:
     overrides = dict(opts.overrides)
+    cfg = load_config(opts.size, opts.config, overrides)
+    overrides.update(_settings_from_tokenizer(cfg))
     if opts.smoke_test:
         # Ten optimizer steps, one micro-batch each, with logging, evaluation and a save.
-        cfg = load_config(opts.size, opts.config, overrides)
         micro = cfg.training.micro_batch_size
         overrides.update(
             {
@@ -159,6 +160,26 @@ def _config(opts: TrainOptions) -> GenosConfig:
     return load_config(opts.size, opts.config, overrides)
 
 
+def _settings_from_tokenizer(cfg: GenosConfig) -> dict[str, Any]:
+    """Settings the run's tokenizer file decides: its vocabulary (a `--tokenizer-model` of
+    another size than the config's `tokenizer.vocab_size`), from which an unset
+    `model.vocab_size` follows when the config is validated again, and the fragment length
+    that `data.sequence_length_bp: auto` means (resolved once, here, so the plan, the data
+    cache and checkpoints record a number, and `genos eval` cuts FASTA the same way)."""
+    from genos_cli.data.context_fill import reference_bp_per_token
+    from genos_cli.data.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
+    settings: dict[str, Any] = {}
+    if tokenizer.vocab_size != cfg.tokenizer.vocab_size:
+        settings["tokenizer.vocab_size"] = tokenizer.vocab_size
+    if cfg.data.sequence_length_bp == "auto":
+        bp_per_token = reference_bp_per_token(tokenizer)
+        length = cfg.data.auto_length_bp(cfg.model.max_seq_length, bp_per_token)
+        settings["data.sequence_length_bp"] = length
+    return settings
+
+
 def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
     """The embedded E. coli genome prepared with this run's tokenizer, cached."""
     from genos_cli.data.tokenizers import load_tokenizer
@@ -168,6 +189,7 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
     key = (
         f"ecoli-{tok.kind}-{tok.fingerprint().split(':')[-1][:12]}-{d.sequence_length_bp}"
         f"-{d.effective_stride_bp}-{d.effective_min_length_bp}-v{d.val_ratio}-s{d.split_seed}"
+        + ("-rc" if d.reverse_complement else "")
     )
     prefix = cache_root() / "data" / key / "ecoli"
     if prepare and not Path(f"{prefix}.json").is_file():
@@ -182,6 +204,7 @@ def _default_data(cfg: GenosConfig, *, prepare: bool) -> Path:
             window=d.window_spec(),
             val_ratio=d.val_ratio,
             split_seed=d.split_seed,
+            reverse_complement=d.reverse_complement,
             append_eod=d.append_eod,
             workers=1,
             overwrite=True,
@@ -208,7 +231,7 @@ def build_plan(opts: TrainOptions, *, dry_run: bool = False) -> TrainPlan:
                          [Path(f"{data_paths[0]}_val_text_document")])  # fmt: skip
     spec = resolve_data(data_paths, val_paths or None)
     check_tokenizer_matches(spec.tokenizer, tokenizer)
-    check_vocab_fits(spec, cfg.model.vocab_size)
+    check_vocab_fits(spec, cfg.model.resolved_vocab_size)
     return _plan(cfg, opts, list(spec.train), list(spec.val))
 
 
