@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 ALLOWED_SIBLINGS: dict[tuple[str, str], str] = {
     ("checkpoint", "model"): "checkpoint.load() builds the model a checkpoint describes",
     ("eval", "inference"): "genos eval scores through the inference package once it lands",
-    ("train", "interop"): "genos train --init-from reads a Hugging Face directory as import-hf does",
+    ("train", "interop"): "genos train --init-from reads Hugging Face weights as import-hf does",
 }
 
 # Edges that break the rule today, reported as design slips to fix, not rules: each must

@@ -349,7 +349,7 @@ def _print_dry_run(plan: TrainPlan, rank_args: list[str]) -> None:
     if "sbatch" in info:
         write_sbatch(info["sbatch_path"], info["sbatch"])
         console.print(f"[bold]# sbatch script[/] (written to {info['sbatch_path']})",
-                      highlight=False)  # fmt: skip
+                      highlight=False, soft_wrap=True)  # fmt: skip
         console.print(info["sbatch"], markup=False, highlight=False, soft_wrap=True)
     console.print("[bold]# launch command[/]")
     console.print(info["command"], markup=False, highlight=False, soft_wrap=True)
