@@ -28,7 +28,7 @@ Launcher = Literal["deepspeed", "torchrun", "slurm", "none"]
 LATEST = "@latest"  # what `--resume` without a path stands for
 
 ENVIRONMENT_HELP = (
-    "[bold]Environment:[/] "
+    "Environment: "
     "GENOS_CACHE_DIR: where genos caches the embedded genome prepared per tokenizer and the "
     "CPU peak (default: $XDG_CACHE_HOME/genos, i.e. ~/.cache/genos). "
     "GENOS_OUTPUT_DIR: the parent of the default output directory (default: runs, giving "
