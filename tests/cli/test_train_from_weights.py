@@ -29,7 +29,21 @@ def _weights(step_dir: Path) -> dict:
     return load_file(step_dir / "model.safetensors")
 
 
-def test_init_from_starts_a_new_run_from_the_weights(
+def test_init_from_takes_the_weights_of_a_checkpoint(tmp_path: Path, ecoli_data: Path) -> None:
+    source = make_checkpoint(tmp_path / "ckpt", seed=3)  # the tiny model, step 7
+    run = tmp_path / "finetune"
+    train("--data-path", ecoli_data, "--init-from", source, "--max-steps", "1",
+          "--lr", "1e-30", "--set", "training.min_lr=0", "--output-dir", run)  # fmt: skip
+    assert [r["step"] for r in records(run)] == [1]  # a new run: step 0 + 1, not 7 + 1
+    tuned = _weights(run / "checkpoints" / "step_00000001")
+    for name, tensor in _weights(source).items():
+        assert (tuned[name] - tensor).abs().max() < 1e-6, name
+    meta = json.loads((run / "checkpoints/step_00000001/genos.json").read_text())
+    assert meta["init_from"] == {"kind": "genos", "path": str(source.resolve()), "step": 7}
+
+
+@pytest.mark.slow
+def test_init_from_a_trained_run_starts_trained(
     tmp_path: Path, ecoli_data: Path, pretrained: Path
 ) -> None:
     source = pretrained / "checkpoints" / "step_00000004"
@@ -50,13 +64,12 @@ def test_init_from_starts_a_new_run_from_the_weights(
     assert plan["init_from"]["path"] == str(source.resolve()) and not plan["resume"]
 
 
-def test_init_from_refuses_what_does_not_fit(
-    tmp_path: Path, ecoli_data: Path, pretrained: Path
-) -> None:
+def test_init_from_refuses_what_does_not_fit(tmp_path: Path, ecoli_data: Path) -> None:
     out = tmp_path / "x"
     common = [*TINY_TRAIN_ARGS, "--data-path", ecoli_data, "--output-dir", out]
+    tiny = make_checkpoint(tmp_path / "tiny")
     err = assert_user_error(
-        genos("train", *common, "--init-from", pretrained, "--set", "model.hidden_size=128",
+        genos("train", *common, "--init-from", tiny, "--set", "model.hidden_size=128",
               "--set", "model.num_layers=3"),
         "hidden_size 64 (checkpoint) vs 128 (this run)", "num_layers 2 (checkpoint) vs 3",
     )  # fmt: skip

@@ -260,6 +260,8 @@ def train(
         tensorboard=tensorboard,
         compile=compile,
         peak_tflops=peak_tflops,
+        # Megatron-LM's command is for GPUs: the preset's micro-batch, not the CPU's.
+        choose_micro_batch=engine != "megatron",
     )
     if engine == "megatron" and (launcher not in (None, "deepspeed") or nodes or init_from):
         raise GenosError(

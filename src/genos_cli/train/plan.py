@@ -176,6 +176,7 @@ class TrainOptions:
     tensorboard: bool = False
     compile: bool | None = None
     peak_tflops: float | None = None
+    choose_micro_batch: bool = True  # False: the preset's even on a CPU (--engine megatron: GPUs)
 
 
 def cache_root() -> Path:
@@ -348,7 +349,7 @@ def _config(opts: TrainOptions, world_size: int) -> tuple[GenosConfig, MicroBatc
         )
     cfg = load_config(opts.size, opts.config, overrides)
     # A micro-batch the user chose (flag, --set, their config file) or --test's stays.
-    if micro_given or opts.config is not None or opts.smoke_test:
+    if micro_given or opts.config is not None or opts.smoke_test or not opts.choose_micro_batch:
         return cfg, None
     choice = auto_micro_batch(cfg, world_size, device_type=_device_type())
     if choice is None:
