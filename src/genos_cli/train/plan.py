@@ -3,8 +3,12 @@
 `genos train` turns its options (`TrainOptions`) into a `TrainPlan` with `build_plan`, which
 checks everything that can fail cheaply — config errors, batch sizes that do not divide,
 missing data, data made with another tokenizer, an output directory that already holds a
-run — so bad options fail before a model is built or a process started. The plan then goes
-to `genos_cli.train.launch`, and as a JSON file to every rank.
+run, weights to start from that do not fit — so bad options fail before a model is built or
+a process started. It also settles what the options leave open: where the processes are
+(`layout`: this machine, a hostfile, --nodes, or the torchrun / srun job this process is a
+rank of), `--test`'s budget, and on a CPU the micro-batch (`auto_micro_batch`). The plan
+then goes to `genos_cli.train.launch`, and as a JSON file to every rank (processes torchrun
+or srun started build the same plan themselves).
 """
 
 from __future__ import annotations
