@@ -201,7 +201,14 @@ def train(
     nodes: NodesOpt = None,
     max_steps: MaxStepsOpt = None,
     train_tokens: Annotated[int | None, _training("train_tokens")] = None,
-    micro_batch_size: Annotated[int | None, _training("micro_batch_size")] = None,
+    micro_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help=config_help("training.micro_batch_size")
+            + " Not given, on a CPU: the fastest there (about 4,096 tokens; the global batch "
+            "is kept)."
+        ),
+    ] = None,
     global_batch_size: Annotated[int | None, _training("global_batch_size")] = None,
     lr: Annotated[float | None, _training("lr")] = None,
     precision: Annotated[Precision | None, _training("precision")] = None,

@@ -145,7 +145,7 @@ def total_steps(config: GenosConfig, max_steps: int | None) -> int:
 
 # `--test`: a smoke run that touches every part of training (forward, backward, optimizer
 # step, logging, evaluation, a checkpoint) in seconds: 4 steps of one micro-batch of 2
-# sequences per process, 2 micro-batches of evaluation.
+# sequences per process (the preset's micro-batch if smaller), 2 micro-batches of evaluation.
 SMOKE_TEST_STEPS = 4
 SMOKE_TEST_MICRO_BATCH = 2
 SMOKE_TEST_EVAL_ITERS = 2
@@ -340,7 +340,8 @@ def _config(opts: TrainOptions, world_size: int) -> tuple[GenosConfig, MicroBatc
     overrides = dict(opts.overrides)
     micro_given = "training.micro_batch_size" in overrides
     if opts.smoke_test:
-        micro = overrides.get("training.micro_batch_size", SMOKE_TEST_MICRO_BATCH)
+        preset = load_config(opts.size, opts.config, overrides).training.micro_batch_size
+        micro = overrides.get("training.micro_batch_size", min(preset, SMOKE_TEST_MICRO_BATCH))
         overrides.update(
             {
                 "training.micro_batch_size": micro,
