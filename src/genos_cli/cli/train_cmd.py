@@ -231,6 +231,9 @@ def train(
     engine: EngineOpt = "deepspeed",
     megatron_path: MegatronPathOpt = None,
     set_: SetOpt = None,
+    # `deepspeed -m genos_cli train ...` (DeepSpeed's own CLI) passes each rank --local_rank;
+    # the rank reads LOCAL_RANK from the environment, which DeepSpeed sets too.
+    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True)] = None,
 ) -> None:
     """Train a Genos Mixture-of-Experts DNA language model (DeepSpeed; CPU or GPUs)."""
     from genos_cli.config import parse_overrides
@@ -287,7 +290,7 @@ def train(
 
 # What a rank started by torchrun / srun is not given again: they describe the launch.
 _LAUNCH_OPTIONS = frozenset({"launcher", "nodes", "num_gpus", "hostfile", "dry_run", "engine",
-                             "megatron_path"})  # fmt: skip
+                             "megatron_path", "local_rank"})  # fmt: skip
 
 
 def command_args(ctx: typer.Context, drop: frozenset[str] = frozenset()) -> list[str]:
