@@ -48,6 +48,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             user_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
             mp.setenv("TORCH_EXTENSIONS_DIR", str(Path(user_cache) / "torch_extensions"))
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+        # A developer's own GENOS_CACHE_DIR / GENOS_OUTPUT_DIR would override the above.
+        mp.delenv("GENOS_CACHE_DIR", raising=False)
+        mp.delenv("GENOS_OUTPUT_DIR", raising=False)
         yield
 
 

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("services", {"checkpoint", "telemetry", "model", "device"}),  # what the features share
     ("config", {"config"}),  # the typed schema and presets
     ("data", {"data"}),  # FASTA, tokenizers, .bin/.idx, windows: no model, no config
-    ("foundation", {"atomic", "jsonfile", "extras", "resources", "__init__"}),
+    ("foundation", {"atomic", "jsonfile", "extras", "paths", "resources", "__init__"}),
     ("errors", {"errors"}),  # GenosError: every layer raises it
 ]
 
@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 ALLOWED_SIBLINGS: dict[tuple[str, str], str] = {
     ("checkpoint", "model"): "checkpoint.load() builds the model a checkpoint describes",
     ("eval", "inference"): "genos eval probe loads and embeds with genos embed's code",
+    ("train", "interop"): "genos train --init-from reads Hugging Face weights as import-hf does",
 }
 
 # Edges that break the rule today, reported as design slips to fix, not rules: each must

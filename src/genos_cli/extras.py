@@ -30,6 +30,7 @@ EXTRAS: dict[str, Extra] = {
         Extra("hf", ("transformers", "tokenizers"), "Hugging Face export and import"),
         Extra("hub", ("datasets",), "--hf-dataset"),
         Extra("wandb", ("wandb",), "--wandb-project"),
+        Extra("tensorboard", ("tensorboard",), "--tensorboard"),
         Extra("plot", ("matplotlib",), "genos metrics plot"),
         Extra("gpu", ("flash_attn",), "flash-attn attention kernels"),
         Extra("vcf", ("pysam",), "genos score --vcf"),

@@ -109,12 +109,20 @@ def test_dry_run_prints_and_touches_nothing(
 
 
 def test_smoke_test_on_embedded_default(tmp_path: Path) -> None:
-    """`--test` with no data: prepares the embedded E. coli genome, runs 10 steps."""
+    """`--test` with no data: prepares the embedded E. coli genome, runs 4 quick steps of one
+    micro-batch with a log line each, an evaluation and a checkpoint."""
     run = tmp_path / "smoke"
     train("--test", "--output-dir", run)
-    assert [r["step"] for r in records(run)] == list(range(1, 11))
-    assert (run / "checkpoints/step_00000010/model.safetensors").is_file()
-    assert records(run, "eval")[-1]["step"] == 10
+    logged = records(run)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    # One micro-batch per step: the tiny options' --micro-batch-size 4 is kept (without it,
+    # 2), and the global batch follows it.
+    assert logged[-1]["tokens"] == 4 * 4 * 128
+    assert logged[-1]["loss"] < logged[0]["loss"]  # the optimizer stepped
+    assert (run / "checkpoints/step_00000004/model.safetensors").is_file()
+    assert records(run, "eval")[-1]["step"] == 4
+    plan = json.loads((run / "run_plan.json").read_text())
+    assert plan["smoke_test"] and plan["eval_iters"] == 2 and plan["compile"] is False
 
 
 def test_bad_options_fail_before_work(tmp_path: Path, ecoli_data: Path, genomes_dir: Path) -> None:

@@ -12,7 +12,7 @@ from genos_cli.config import load_config
 from genos_cli.errors import GenosError
 from genos_cli.telemetry.peak import gpu_peak_flops, mfu
 from genos_cli.train.launch import launch_command
-from genos_cli.train.plan import TrainPlan, hosts, total_steps
+from genos_cli.train.plan import TrainPlan, host_names, total_steps
 from genos_cli.train.schedule import cosine_lr
 
 
@@ -55,15 +55,15 @@ def test_steps_and_gradient_accumulation() -> None:
 def test_launch_command_uses_deepspeed_launcher(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts"
     hostfile.write_text("node1 slots=8\nnode2 slots=8  # second machine\n\n")
-    plan = _plan(num_processes=8, hostfile=hostfile)
+    plan = _plan(num_processes=8, node_processes=[8, 8], hostfile=hostfile)
     cmd = launch_command(Path("runs/x/run_plan.json"), plan, master_port=29500)
     assert cmd[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert cmd[cmd.index("--hostfile") + 1] == str(hostfile)
     assert cmd[cmd.index("--num_gpus") + 1] == "8"
     assert cmd[-4:] == ["--module", "genos_cli.train.rank", "--plan", "runs/x/run_plan.json"]
-    assert hosts(hostfile) == 2
+    assert host_names(hostfile) == ["node1", "node2"] and plan.world_size == 16
     with pytest.raises(GenosError, match="does not exist"):
-        hosts(tmp_path / "missing")
+        host_names(tmp_path / "missing")
 
 
 def test_plan_round_trips_through_json(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -99,6 +99,7 @@ class SaveRequest:
     tokenizer: DNATokenizer
     data: dict[str, list[str]]  # the run's train/val prefixes, for `genos eval`'s baselines
     keep_last: int
+    meta: dict[str, Any] = field(default_factory=dict)  # more for genos.json (e.g. init_from)
 
 
 def save(writer: ShardWriter, request: SaveRequest) -> Path:
@@ -118,6 +119,7 @@ def save(writer: ShardWriter, request: SaveRequest) -> Path:
         weights = writer.consolidated_state_dict()
         if writer.is_main:
             meta = {
+                **request.meta,
                 "step": step,
                 "tokens": request.client_state["tokens_seen"],
                 "tag": tag,
@@ -190,9 +192,12 @@ def _prune(directory: Path, *, keep: int, newest: str) -> None:
 def load_latest(writer: ShardWriter, directory: Path) -> dict[str, Any] | None:
     """Restore the newest complete checkpoint under `directory`; its client state, or None."""
     path = latest(directory)
-    if path is None:
-        return None
-    state = writer.load_shards(directory, path.name)
+    return None if path is None else load(writer, path)
+
+
+def load(writer: ShardWriter, path: Path) -> dict[str, Any]:
+    """Restore the complete checkpoint `path` (a step directory); its client state."""
+    state = writer.load_shards(path.parent, path.name)
     if "step" not in state:
         raise GenosError(f"{path} is not a genos checkpoint (no training state in it)")
     return state

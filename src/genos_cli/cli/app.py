@@ -33,7 +33,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(tokenize_cmd.app, name="tokenize")
 app.add_typer(metrics_cmd.app, name="metrics")
 app.command(name="preprocess")(preprocess_cmd.preprocess)
-app.command(name="train")(train_cmd.train)
+app.command(name="train", cls=train_cmd.TrainCommand, epilog=train_cmd.ENVIRONMENT_HELP)(
+    train_cmd.train
+)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
 app.command(name="generate")(generate_cmd.generate)

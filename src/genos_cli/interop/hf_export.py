@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from genos_cli.checkpoint import LoadedCheckpoint
     from genos_cli.config import GenosConfig
+    from genos_cli.config.schema import ModelConfig
     from genos_cli.data.tokenizers import DNATokenizer
 
 EXPORT_META = "genos.json"
@@ -393,6 +394,25 @@ def _read_export_meta(hf_dir: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GenosError(f"{file} is not readable JSON ({exc})") from None
     return meta if isinstance(meta, dict) else None
+
+
+def read_hf_model(hf_dir: Path) -> tuple[ModelConfig, dict[str, Any] | None]:
+    """The genos model config of the Mixtral directory `hf_dir`, and the genos.json that
+    `genos export hf` wrote beside it (None for a directory from elsewhere), without
+    reading the weights: what `genos train --init-from` checks before any work."""
+    require_transformers()
+    from genos_cli.interop.mixtral import from_mixtral_config
+
+    return from_mixtral_config(_read_hf_config(hf_dir)), _read_export_meta(hf_dir)
+
+
+def read_hf_state_dict(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights of the Mixtral directory `hf_dir` in genos's layout (fp32)."""
+    require_transformers()
+    from genos_cli.interop.mixtral import from_hf_state_dict
+
+    hf_config = _read_hf_config(hf_dir)
+    return from_hf_state_dict(_read_hf_weights(hf_dir, hf_config), hf_config)
 
 
 def import_hf(

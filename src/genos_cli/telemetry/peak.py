@@ -63,9 +63,10 @@ def gpu_peak_flops(device_name: str, dtype: str) -> float | None:
 
 
 def cpu_peak_cache_file() -> Path:
-    """Where measured CPU peaks are kept: $XDG_CACHE_HOME/genos/cpu_peak.json."""
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "genos" / "cpu_peak.json"
+    """Where measured CPU peaks are kept: GENOS_CACHE_DIR/cpu_peak.json (`genos_cli.paths`)."""
+    from genos_cli.paths import cache_dir
+
+    return cache_dir() / "cpu_peak.json"
 
 
 def _cpu_key(threads: int) -> str:

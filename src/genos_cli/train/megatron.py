@@ -280,6 +280,12 @@ def torchrun_launcher(nproc_per_node: int, hostfile: Path | None) -> list[str]:
 def plan_command(plan: TrainPlan, megatron_path: Path | None) -> tuple[LaunchCommand, Path | None]:
     """The launch command for a checked genos plan, and the `pretrain_gpt.py` it runs
     (None when Megatron-LM is not found: the command then names ${MEGATRON_LM_PATH})."""
+    if len(set(plan.processes_per_node)) > 1:
+        raise GenosError(
+            "torchrun (Megatron-LM's launcher) starts the same number of processes on every "
+            f"node; the hostfile's slots differ ({', '.join(map(str, plan.processes_per_node))}); "
+            "pass --num-gpus"
+        )
     script = find_pretrain_script(megatron_path)
     # Megatron-LM trains on NVIDIA GPUs: the command is for them (bf16, grouped GEMM, NCCL).
     args = pretrain_gpt_args(from_plan(plan, plan.world_size, gpu=True))

@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--local_rank", type=int, default=None)  # set by DeepSpeed's launcher
     args = parser.parse_args(argv)
+    from genos_cli.train import cluster
+
+    rank = cluster.detect()
+    if rank is not None and rank.source == "slurm":  # `srun python -m genos_cli.train.rank`
+        cluster.export_torch_env(rank)
     # torch.distributed deprecation notices raised inside DeepSpeed, once per rank.
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:

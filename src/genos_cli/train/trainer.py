@@ -34,6 +34,7 @@ from genos_cli.telemetry.peak import cpu_peak_flops, gpu_peak_flops, mfu
 from genos_cli.telemetry.records import EvalRecord, TrainRecord, WarningRecord, json_number
 from genos_cli.telemetry.system import gpu_utilisation_sampler, memory_mb
 from genos_cli.train.batches import MicroBatch, ShardedBatches
+from genos_cli.train.init_from import InitSource, load_initial_weights
 from genos_cli.train.loggers import RunLog
 from genos_cli.train.runtime import Runtime
 from genos_cli.train.schedule import cosine_lr
@@ -138,6 +139,9 @@ class Trainer:
         self.tokenizer = load_tokenizer(plan.tokenizer_kind, plan.tokenizer_model)
         self.train_data = PackedTokenDataset(plan.train_prefixes, seq, self.cfg.training.seed)
         model = build_model(self.cfg.model, compile=plan.compile, device=self.device)
+        self.init_from = plan.init_from  # a resumed run takes its own from the checkpoint
+        if plan.init_from is not None:
+            load_initial_weights(model, plan.init_from)
         self.runtime.wrap(model)
         self.batches = ShardedBatches(
             self.train_data,
@@ -206,7 +210,19 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def header(self) -> None:
+        """What this run starts from and the choices genos made for it, said once."""
+        if self.plan.micro_batch is not None:
+            t = self.cfg.training
+            self.say(self.plan.micro_batch.describe(t.global_batch_size, self.grad_accum))
+        if self.init_from is not None and not self.plan.resume:
+            self.say(
+                f"starting from the weights of {self.init_from.describe()} (step 0, fresh "
+                "optimizer and schedule)"
+            )
+
     def train(self) -> TrainResult:
+        self.header()
         if self.plan.resume:
             self.resume()
         start_step, start_time = self.step, time.perf_counter()
@@ -521,6 +537,7 @@ class Trainer:
             "data": self.batches.state_dict(),
             "rng": checkpoints.rng_state(),
             "last_eval": None if self.last_eval is None else self.last_eval.model_dump(),
+            "init_from": None if self.init_from is None else self.init_from.model_dump(mode="json"),
         }
         request = checkpoints.SaveRequest(
             directory=self.plan.checkpoint_dir,
@@ -534,19 +551,31 @@ class Trainer:
                 "val": [str(p.resolve()) for p in self.plan.val_prefixes],
             },
             keep_last=self.cfg.training.keep_last_checkpoints,
+            meta=(
+                {"init_from": self.init_from.model_dump(mode="json")}
+                if self.init_from is not None
+                else {}
+            ),
         )
         path = checkpoints.save(self.runtime, request)
         self.say(f"saved checkpoint {path}")
 
     def resume(self) -> None:
-        state = checkpoints.load_latest(self.runtime, self.plan.checkpoint_dir)
+        if self.plan.resume_from is not None:
+            state: dict | None = checkpoints.load(self.runtime, self.plan.resume_from)
+        else:
+            state = checkpoints.load_latest(self.runtime, self.plan.checkpoint_dir)
         if state is None:
             self.say("no checkpoint to resume from: starting from scratch")
             return
+        init_from = state.get("init_from")
+        if init_from is not None:
+            self.init_from = InitSource.model_validate(init_from)
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.batches.load_state_dict(state["data"])
         checkpoints.set_rng_state(state["rng"])
         last_eval = state.get("last_eval")
         self.last_eval = None if last_eval is None else EvalRecord.model_validate(last_eval)
-        self.say(f"resumed from step {self.step:,}")
+        where = f" ({self.plan.resume_from})" if self.plan.resume_from is not None else ""
+        self.say(f"resumed from step {self.step:,}{where}")
