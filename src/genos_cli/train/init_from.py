@@ -90,16 +90,17 @@ def resolve_init_source(path: Path, cfg: GenosConfig, tokenizer: DNATokenizer) -
         from genos_cli.interop.hf_export import read_hf_model
 
         model, meta = read_hf_model(path)
-        check_same_model("--init-from", path, model, cfg.model)
+        # The tokenizer first: another tokenizer is the cause of another vocabulary size.
         tok = (meta or {}).get("tokenizer")
         _check_tokenizer(path, tok.get("fingerprint") if isinstance(tok, dict) else None, tokenizer)
+        check_same_model("--init-from", path, model, cfg.model)
         step = (meta or {}).get("step")
         return InitSource(kind="hf", path=path.resolve(),
                           step=step if isinstance(step, int) else None)  # fmt: skip
     directory = _genos_checkpoint("--init-from", path)
     source_cfg, meta = _read_checkpoint(directory)
-    check_same_model("--init-from", directory, source_cfg.model, cfg.model)
     _check_tokenizer(directory, meta["tokenizer"].get("fingerprint"), tokenizer)
+    check_same_model("--init-from", directory, source_cfg.model, cfg.model)
     step = meta.get("step")
     return InitSource(kind="genos", path=directory.resolve(),
                       step=step if isinstance(step, int) else None)  # fmt: skip
