@@ -45,9 +45,11 @@ def train(prefix: Path, steps: int, micro: int | None, tmp: Path) -> dict:
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     plan = json.loads((out / "run_plan.json").read_text())
     lines = (out / "training_log.jsonl").read_text().splitlines()
-    elapsed = [r["elapsed_s"] for r in map(json.loads, lines) if r["type"] == "train"]
+    train = [r for r in map(json.loads, lines) if r["type"] == "train"]
+    elapsed = [r["elapsed_s"] for r in train]
     seconds = [elapsed[0]] + [b - a for a, b in itertools.pairwise(elapsed)]
-    return {"seconds": seconds, "micro": plan["config"]["training"]["micro_batch_size"]}
+    micro = plan["config"]["training"]["micro_batch_size"]
+    return {"seconds": seconds, "micro": micro, "peak_mb": max(r["mem_peak_mb"] for r in train)}
 
 
 def main() -> None:
@@ -67,13 +69,14 @@ def main() -> None:
         f"genos train --size small, global batch {GLOBAL_BATCH} x {SEQ} tokens, "
         f"{os.cpu_count()} CPUs, {args.steps} steps ({WARMUP} warm-up), best of {args.rounds}"
     )
-    print(f"{'micro-batch':<26}{'tokens/s':>10}  rounds (tokens/s)")
+    print(f"{'micro-batch':<26}{'tokens/s':>10}{'peak MB':>9}  rounds (tokens/s)")
     rates = []
     for runs, why in ((preset, "the preset's"), (chosen, "genos's choice")):
         rates.append(timed / min(steady(r) for r in runs))
         label = f"{runs[0]['micro']} ({why})"
         each = ", ".join(f"{timed / steady(r):,.0f}" for r in runs)
-        print(f"{label:<26}{rates[-1]:>10,.0f}  {each}")
+        peak = max(r["peak_mb"] for r in runs)
+        print(f"{label:<26}{rates[-1]:>10,.0f}{peak:>9,.0f}  {each}")
     before, after = rates
     print(f"speed-up: {after / before:.2f}x")
 

@@ -102,15 +102,17 @@ def ecoli_documents(ecoli_fasta: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="session")
 def ecoli_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Path:
-    """`genos preprocess` of E. coli with the shipped BPE tokenizer and a 5% validation split,
-    made once a session: the `-o` prefix (ecoli.json, ecoli_{train,val}_text_document.*), alone
-    in its directory. Tests read it; one that changes data copies it first."""
+    """`genos preprocess` of E. coli with the shipped BPE tokenizer, 512-bp documents (more
+    and shorter than the default's, as the tests of packing and windows want) and a 5%
+    validation split, made once a session: the `-o` prefix (ecoli.json,
+    ecoli_{train,val}_text_document.*), alone in its directory. Tests read it; one that
+    changes data copies it first."""
     from tests.helpers import genos
 
     root = tmp_path_factory.mktemp("ecoli_bpe")
     prefix = root / "data" / "ecoli"
     result = genos("preprocess", ecoli_fasta, "-o", prefix, "--write-text", root / "text",
-                   "--workers", "1", "--val-ratio", "0.05")  # fmt: skip
+                   "--workers", "1", "--val-ratio", "0.05", "--seq-length", "512")  # fmt: skip
     assert result.exit_code == 0, result.output
     return prefix
 
@@ -128,7 +130,8 @@ def ecoli_nucleotide_data(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta:
     from tests.helpers import genos
 
     prefix = tmp_path_factory.mktemp("ecoli_nucleotide") / "ecoli"
-    result = genos("preprocess", ecoli_fasta, "-o", prefix, "--nucleotide-tokenizer")
+    result = genos("preprocess", ecoli_fasta, "-o", prefix, "--nucleotide-tokenizer",
+                   "--seq-length", "512")  # fmt: skip
     assert result.exit_code == 0, result.output
     return prefix
 

@@ -37,7 +37,9 @@ def ecoli_bpe(tmp_path_factory: pytest.TempPathFactory, ecoli_fasta: Path) -> Pa
 def test_split_and_manifest(ecoli_bpe: Path) -> None:
     manifest = json.loads((ecoli_bpe / "ecoli.json").read_text())
     train, val = manifest["outputs"]["train"], manifest["outputs"]["val"]
-    assert train["sequences"] + val["sequences"] == 4_639_675 // 512
+    # The default document length, auto: two 512-token contexts at the BPE's bp per token.
+    assert manifest["window"]["length"] == 2944
+    assert train["sequences"] + val["sequences"] == 4_639_675 // 2944
     assert 0.01 < val["sequences"] / (train["sequences"] + val["sequences"]) < 0.03
     assert manifest["tokenizer"]["kind"] == "bpe"
     assert manifest["stats"]["bases"] == 4_639_675
@@ -45,7 +47,7 @@ def test_split_and_manifest(ecoli_bpe: Path) -> None:
     # The text files hold the genome's windows in order: rejoined, they are the genome.
     with gzip.open(manifest["inputs"][0], "rt") as fh:
         genome = "".join(line.strip() for line in fh if not line.startswith(">"))
-    windows = {genome[i : i + 512] for i in range(0, len(genome) - 511, 512)}
+    windows = {genome[i : i + 2944] for i in range(0, len(genome) - 2943, 2944)}
     written = (ecoli_bpe / "text/train.txt").read_text().split()
     written += (ecoli_bpe / "text/val.txt").read_text().split()
     assert set(written) == windows
@@ -88,7 +90,7 @@ def test_holdout_file_goes_to_validation(tmp_path: Path, genomes_dir: Path) -> N
     saureus = genomes_dir / "saureus_nctc8325.fasta.gz"
     result = genos(
         "preprocess", ecoli, "--holdout", saureus, "-o", tmp_path / "ho",
-        "--val-ratio", "0", "--nucleotide-tokenizer",
+        "--val-ratio", "0", "--nucleotide-tokenizer", "--seq-length", "512",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(IndexedDataset(tmp_path / "ho_train_text_document")) == 4_639_675 // 512
@@ -162,7 +164,7 @@ def test_option_errors(tmp_path: Path, ecoli_fasta: Path) -> None:
         "--val-ratio must be less than 1, got 1.5",
     )
     assert_user_error(
-        genos("preprocess", ecoli_fasta, "-o", out, "--min-length", "600"),
+        genos("preprocess", ecoli_fasta, "-o", out, "--min-length", "600", "--seq-length", "512"),
         "--min-length (600) must not exceed --seq-length (512)",
     )
     assert_user_error(
@@ -238,7 +240,8 @@ def test_seq_length_auto_fills_the_context(tmp_path: Path) -> None:
     common = ["--nucleotide-tokenizer", "--val-ratio", "0", "--seq-length", "auto"]
     result = genos("preprocess", "-o", tmp_path / "ctx128", "--config", run, *common)
     assert result.exit_code == 0, result.output
-    assert "--seq-length auto: 256 bp (2 contexts of 128 tokens at 1.000 bp/token)" in result.stdout
+    summary = " ".join(result.stdout.replace("│", " ").split())  # a table cell may wrap
+    assert "256 bp (auto: 2 x 128 tokens x 1.000" in summary
     assert load_data_manifest(tmp_path / "ctx128")["window"]["length"] == 256
     ds = IndexedDataset(tmp_path / "ctx128_text_document")
     assert ds.sequence_lengths[0] == 256 + 1  # and its end-of-document id

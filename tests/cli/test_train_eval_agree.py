@@ -26,7 +26,8 @@ def small_val(tmp_path_factory: pytest.TempPathFactory, genomes_dir: Path) -> Pa
     root = tmp_path_factory.mktemp("small_val")
     fasta = root / "saureus.fa"
     fasta.write_text(">slice\n" + "\n".join(seq[i : i + 70] for i in range(0, len(seq), 70)))
-    result = genos("preprocess", fasta, "-o", root / "sa", "--val-ratio", "0", "--workers", "1")
+    result = genos("preprocess", fasta, "-o", root / "sa", "--val-ratio", "0", "--workers", "1",
+                   "--seq-length", "512")  # fmt: skip
     assert result.exit_code == 0, result.output
     return root / "sa_text_document"
 

@@ -194,7 +194,9 @@ def test_derived_values() -> None:
     assert cfg.model.head_dim == 64
     assert cfg.tokens_per_step == 512 * 512
     assert cfg.train_steps == 611  # ceil(160e6 / 262144)
-    assert cfg.data.effective_stride_bp == cfg.data.effective_min_length_bp == 512
+    assert cfg.data.sequence_length_bp == "auto"  # resolved from the tokenizer when a run starts
+    fixed = DataConfig(sequence_length_bp=512)
+    assert fixed.effective_stride_bp == fixed.effective_min_length_bp == 512
     data = DataConfig(sequence_length_bp=100, stride_bp=50, min_length_bp=10)
     assert (data.effective_stride_bp, data.effective_min_length_bp) == (50, 10)
 
@@ -328,7 +330,12 @@ def test_data_allows_stride_longer_than_fragment() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"stride_bp": 0}, {"min_length_bp": 600}, {"val_ratio": 1.0}, {"val_ratio": -0.1}],
+    [
+        {"stride_bp": 0},
+        {"sequence_length_bp": 512, "min_length_bp": 600},
+        {"val_ratio": 1.0},
+        {"val_ratio": -0.1},
+    ],
 )
 def test_data_rejects(changes: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):

@@ -143,7 +143,7 @@ def preprocess(
     from genos_cli.data.hf_source import HFDatasetSpec
     from genos_cli.data.pipeline import PreprocessSettings, make_plan
 
-    data, tokenizer = _settings(
+    data, tokenizer, length_note = _settings(
         config,
         flag_settings(ctx.params, _DATA_OPTIONS),
         tokenizer_settings(tokenizer_model, nucleotide_tokenizer),
@@ -169,15 +169,16 @@ def preprocess(
         overwrite=overwrite,
     )
     result = _run_with_progress(make_plan(settings))
-    _render_summary(result, workers)
+    _render_summary(result, workers, f"{data.sequence_length_bp:,} bp{length_note}")
 
 
 def _settings(
     config: Path | None, data_flags: dict[str, Any], tokenizer_flags: dict[str, Any]
-) -> tuple[DataConfig, TokenizerConfig]:
+) -> tuple[DataConfig, TokenizerConfig, str]:
     """The data and tokenizer settings: the options given over `config`'s (or the defaults),
     checked by the schema; a wrong value is reported under its option's name. A fragment
-    length of 'auto' is resolved here (for `config`'s context, else the default preset's)."""
+    length of 'auto' is resolved here (for `config`'s context, else the default preset's);
+    the third value says how, for the summary ('' for a length given in bp)."""
     from genos_cli.config import load_config
 
     cfg = load_config(path=config)  # no config file: the default preset
@@ -186,6 +187,7 @@ def _settings(
     flags = {setting: flag_name(param) for param, setting in _DATA_OPTIONS.items()}
     data_cfg = validated(DataConfig, {**data, **data_flags}, flags)
     tokenizer_cfg = validated(TokenizerConfig, {**tokenizer, **tokenizer_flags}, {})
+    how = ""
     if data_cfg.sequence_length_bp == "auto":
         from genos_cli.data.context_fill import reference_bp_per_token
         from genos_cli.data.tokenizers import load_tokenizer
@@ -195,15 +197,14 @@ def _settings(
             load_tokenizer(tokenizer_cfg.kind, tokenizer_cfg.model_path)
         )
         length = data_cfg.auto_length_bp(context, bp_per_token)
-        console.print(
-            f"--seq-length auto: {length:,} bp ({data_cfg.contexts_per_document:g} contexts of "
-            f"{context} tokens at {bp_per_token:.3f} bp/token)",
-            highlight=False,
+        how = (
+            f" (auto: {data_cfg.contexts_per_document:g} x {context} tokens x "
+            f"{bp_per_token:.3f} bp/token)"
         )
         data_cfg = validated(
             DataConfig, {**data_cfg.model_dump(), "sequence_length_bp": length}, flags
         )
-    return data_cfg, tokenizer_cfg
+    return data_cfg, tokenizer_cfg, how
 
 
 def _workers(workers: int, tokenizer_kind: str) -> int:
@@ -268,7 +269,7 @@ def _run_with_progress(plan: PreprocessPlan) -> PreprocessResult:
         return run(plan, progress=update)
 
 
-def _render_summary(result: PreprocessResult, workers: int) -> None:
+def _render_summary(result: PreprocessResult, workers: int, length: str) -> None:
     from rich.table import Table
 
     read, win = result.read, result.windows
@@ -282,6 +283,7 @@ def _render_summary(result: PreprocessResult, workers: int) -> None:
     table.add_column(justify="right")
     table.add_row("files / records", f"{read.files:,} / {read.records:,}")
     table.add_row("bases read", f"{read.bases:,} bp")
+    table.add_row("sequence length", length)
     table.add_row("dropped: N / ambiguous", bp(read.bases - win.acgt_bp))
     table.add_row("dropped: runs < min length", bp(win.short_bp))
     table.add_row("dropped: run ends / stride gaps", bp(win.uncovered_bp))

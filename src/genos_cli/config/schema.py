@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from genos_cli.data.vocab import MAX_VOCAB_SIZE, NUCLEOTIDE_VOCAB_SIZE
 
 if TYPE_CHECKING:
+    from genos_cli.data.tokenizers import DNATokenizer
     from genos_cli.data.windows import WindowSpec
 
 MAX_NAN_SKIPS = 10  # with on_nan: skip, this many skipped steps in a row stop the run
@@ -185,7 +186,7 @@ class DataConfig(_Section):
 
     # The default in one place (the presets do not repeat it): "auto" is a one-line change.
     sequence_length_bp: int | Literal["auto"] = Field(
-        default=512,
+        default="auto",
         description="Length of each DNA fragment (one document) in base pairs; 'auto': long "
         "enough to fill contexts_per_document training contexts (model.max_seq_length tokens "
         "at the tokenizer's bp per token), resolved when genos train or genos preprocess starts.",
@@ -270,6 +271,16 @@ class DataConfig(_Section):
         tokens at `bp_per_token`, rounded up to a multiple of 64 bp."""
         bp = self.contexts_per_document * context_tokens * bp_per_token
         return 64 * max(1, math.ceil(bp / 64))
+
+    def resolved_for(self, context_tokens: int, tokenizer: DNATokenizer) -> DataConfig:
+        """This config with 'auto' replaced by the length it means for `tokenizer` (itself
+        when the length is a number): what genos train records, for configs it did not make."""
+        if self.sequence_length_bp != "auto":
+            return self
+        from genos_cli.data.context_fill import reference_bp_per_token
+
+        length = self.auto_length_bp(context_tokens, reference_bp_per_token(tokenizer))
+        return self.model_copy(update={"sequence_length_bp": length})
 
     @property
     def effective_stride_bp(self) -> int:

@@ -36,7 +36,9 @@ def _preprocess(files: list[Path], ckpt: LoadedCheckpoint, out_dir: Path) -> Pat
         output_prefix=out_dir / "eval",
         tokenizer_kind=ckpt.tokenizer.kind,
         tokenizer_model=ckpt.path / TOKENIZER_FILE if ckpt.tokenizer.kind == "bpe" else None,
-        window=ckpt.config.data.window_spec(),
+        window=ckpt.config.data.resolved_for(
+            ckpt.config.model.max_seq_length, ckpt.tokenizer
+        ).window_spec(),
         val_ratio=0.0,
         append_eod=ckpt.config.data.append_eod,
         workers=1,

@@ -370,7 +370,6 @@ def _settings_from_tokenizer(cfg: GenosConfig) -> dict[str, Any]:
     `model.vocab_size` follows when the config is validated again, and the fragment length
     that `data.sequence_length_bp: auto` means (resolved once, here, so the plan, the data
     cache and checkpoints record a number, and `genos eval` cuts FASTA the same way)."""
-    from genos_cli.data.context_fill import reference_bp_per_token
     from genos_cli.data.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer.kind, cfg.tokenizer.model_path)
@@ -378,9 +377,8 @@ def _settings_from_tokenizer(cfg: GenosConfig) -> dict[str, Any]:
     if tokenizer.vocab_size != cfg.tokenizer.vocab_size:
         settings["tokenizer.vocab_size"] = tokenizer.vocab_size
     if cfg.data.sequence_length_bp == "auto":
-        bp_per_token = reference_bp_per_token(tokenizer)
-        length = cfg.data.auto_length_bp(cfg.model.max_seq_length, bp_per_token)
-        settings["data.sequence_length_bp"] = length
+        resolved = cfg.data.resolved_for(cfg.model.max_seq_length, tokenizer)
+        settings["data.sequence_length_bp"] = resolved.sequence_length_bp
     return settings
 
 
