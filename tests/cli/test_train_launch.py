@@ -55,7 +55,7 @@ def test_torchrun_dry_run_and_the_micro_batch_genos_picks(tmp_path: Path, no_cac
     command = result.stdout.split("# launch command")[1]
     assert "-m torch.distributed.run --nproc-per-node 2 --standalone -m genos_cli train" in command
     # No --micro-batch-size on a CPU: 8, the fastest here, and the global batch stays 512.
-    assert "micro-batch 8 (auto: fastest on cpu; global batch 512 kept, 32 accumulation" in (
+    assert "micro-batch 8 (auto: sized for cpu; global batch 512 kept, 32 accumulation" in (
         " ".join(result.stdout.split())
     )
     assert '"train_micro_batch_size_per_gpu": 8' in result.stdout

@@ -206,7 +206,7 @@ def test_auto_micro_batch_on_cpu() -> None:
     choice = auto_micro_batch(small, 1, device_type="cpu")
     assert choice is not None and (choice.size, choice.preset) == (8, 64)
     assert choice.describe(512, 64).startswith(
-        "micro-batch 8 (auto: fastest on cpu; global batch 512 kept, 64 accumulation steps"
+        "micro-batch 8 (auto: sized for cpu; global batch 512 kept, 64 accumulation steps"
     )
     assert auto_micro_batch(small, 1, device_type="cuda") is None  # presets are for GPUs
     # 128 processes: 4 sequences each, so 4 (a divisor of the rank's share).

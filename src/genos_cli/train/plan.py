@@ -40,7 +40,7 @@ class MicroBatchChoice(BaseModel):
 
     size: int
     preset: int  # what the preset says (sized for GPUs)
-    reason: str  # "fastest on cpu"
+    reason: str  # "sized for cpu"
 
     def describe(self, global_batch: int, grad_accum: int) -> str:
         return (
@@ -149,9 +149,9 @@ def total_steps(config: GenosConfig, max_steps: int | None) -> int:
 SMOKE_TEST_STEPS = 4
 SMOKE_TEST_MICRO_BATCH = 2
 SMOKE_TEST_EVAL_ITERS = 2
-# On CPUs the fastest micro-batch holds about this many tokens: the small preset (512-token
-# sequences) trains at ~4,900 tokens/s with 8 sequences and ~1,900 with its GPU-sized 64;
-# measurements in docs/train.md.
+# On CPUs a micro-batch of about this many tokens: the small preset (512-token sequences)
+# trains as fast with 8 sequences as with its GPU-sized 64 (0.93-1.11x) at 1.1 GB peak
+# memory instead of 4.0 GB; benchmarks/bench_cpu_micro_batch.py, docs/train.md.
 CPU_MICRO_BATCH_TOKENS = 4096
 
 
@@ -310,8 +310,8 @@ def auto_micro_batch(
 ) -> MicroBatchChoice | None:
     """The micro-batch to use when the user set none, or None to keep the preset's.
 
-    Presets size micro-batches for GPUs. On a CPU the step is fastest with micro-batches of
-    about CPU_MICRO_BATCH_TOKENS tokens (activations that stay in cache; measured on the
+    Presets size micro-batches for GPUs. On a CPU a micro-batch of about
+    CPU_MICRO_BATCH_TOKENS tokens trains as fast in a quarter of the memory (measured on the
     small preset, docs/train.md), so take the largest micro-batch up to that which divides
     each process's share of the global batch: the global batch, and with it the run's
     optimisation, stays the preset's; gradient accumulation makes up the difference.
@@ -326,7 +326,7 @@ def auto_micro_batch(
     size = max(d for d in range(1, min(cap, per_rank) + 1) if per_rank % d == 0)
     if size >= t.micro_batch_size:
         return None
-    return MicroBatchChoice(size=size, preset=t.micro_batch_size, reason="fastest on cpu")
+    return MicroBatchChoice(size=size, preset=t.micro_batch_size, reason="sized for cpu")
 
 
 def _device_type() -> str:
