@@ -65,6 +65,23 @@ def test_torchrun_dry_run_and_the_micro_batch_genos_picks(tmp_path: Path, no_cac
     assert not out.exists()
 
 
+def test_a_global_batch_below_the_presets_micro_batch(tmp_path: Path, no_cache: Path) -> None:
+    """--global-batch-size 16 without --micro-batch-size works with the small preset (whose
+    micro-batch is 64): the micro-batch follows the global batch (then the CPU's size)."""
+    out = tmp_path / "run"
+    args = ["train", "--size", "small", "--global-batch-size", "16", "--dry-run"]
+    result = genos(*args, "--output-dir", out, "--launcher", "none")
+    assert result.exit_code == 0, result.output
+    assert '"train_micro_batch_size_per_gpu": 8' in result.stdout
+    assert "micro-batch 8 (auto: sized for cpu; global batch 16 kept, 2 accumulation" in (
+        " ".join(result.stdout.split())
+    )
+    odd = genos("train", "--size", "small", "--global-batch-size", "24", "--micro-batch-size",
+                "64", "--dry-run", "--output-dir", out)  # fmt: skip
+    assert_user_error(odd, "global_batch_size (24) must be a multiple of micro_batch_size (64)")
+    assert not out.exists()
+
+
 def test_output_and_cache_dirs_from_the_environment(
     tmp_path: Path, no_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

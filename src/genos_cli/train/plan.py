@@ -339,6 +339,9 @@ def _config(opts: TrainOptions, world_size: int) -> tuple[GenosConfig, MicroBatc
     """The run's config, with --test's budget and the automatic micro-batch applied."""
     overrides = dict(opts.overrides)
     micro_given = "training.micro_batch_size" in overrides
+    fit = None if micro_given or opts.smoke_test else _micro_for_global(opts, overrides, world_size)
+    if fit is not None:
+        overrides["training.micro_batch_size"] = fit.size
     overrides.update(_settings_from_tokenizer(load_config(opts.size, opts.config, overrides)))
     if opts.smoke_test:
         preset = load_config(opts.size, opts.config, overrides).training.micro_batch_size
@@ -356,12 +359,35 @@ def _config(opts: TrainOptions, world_size: int) -> tuple[GenosConfig, MicroBatc
     cfg = load_config(opts.size, opts.config, overrides)
     # A micro-batch the user chose (flag, --set, their config file) or --test's stays.
     if micro_given or opts.config is not None or opts.smoke_test or not opts.choose_micro_batch:
-        return cfg, None
+        return cfg, fit
     choice = auto_micro_batch(cfg, world_size, device_type=_device_type())
     if choice is None:
-        return cfg, None
+        return cfg, fit
+    if fit is not None:
+        choice = choice.model_copy(update={"preset": fit.preset})
     overrides["training.micro_batch_size"] = choice.size
     return load_config(opts.size, opts.config, overrides), choice
+
+
+def _micro_for_global(
+    opts: TrainOptions, overrides: dict[str, Any], world_size: int
+) -> MicroBatchChoice | None:
+    """A global batch given without a micro-batch that the preset's micro-batch does not
+    divide (`--global-batch-size 16` with the small preset's 64): the largest micro-batch up
+    to the preset's that divides each process's share, so any global batch works."""
+    given = overrides.get("training.global_batch_size")
+    if given is None or opts.config is not None:  # a config file's micro-batch is the user's
+        return None
+    rest = {k: v for k, v in overrides.items() if k != "training.global_batch_size"}
+    preset = load_config(opts.size, None, rest).training.micro_batch_size
+    total = int(given)
+    if total < 1 or total % world_size:
+        return None  # validation reports it
+    share = total // world_size
+    if share % preset == 0:
+        return None
+    size = max(d for d in range(1, min(preset, share) + 1) if share % d == 0)
+    return MicroBatchChoice(size=size, preset=preset, reason="fits the global batch")
 
 
 def _settings_from_tokenizer(cfg: GenosConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ implements `genos_cli.checkpoint.training.ShardWriter`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -86,7 +87,23 @@ def init_distributed() -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        if device.type == "cpu":
+            atexit.register(remove_shm_buffer, shm_buffer_path(dist.get_rank()))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def shm_buffer_path(rank: int) -> Path:
+    """The shared-memory file DeepSpeed's CPU all-reduce (its `shm_comm` op) creates for this
+    rank, named as its shm.cpp names it: prefix, uid, MASTER_ADDR, MASTER_PORT, rank."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def remove_shm_buffer(path: Path) -> None:
+    """DeepSpeed never unlinks that file: every CPU run would leave 66 MB of RAM in
+    /dev/shm behind it. Removed at exit, when every rank has long since mapped its peers'
+    (unlinking keeps existing mappings valid)."""
+    path.unlink(missing_ok=True)
 
 
 def deepspeed_config(plan: TrainPlan, grad_accum: int, precision: str) -> dict[str, Any]:
