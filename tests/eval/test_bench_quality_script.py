@@ -35,7 +35,8 @@ def test_every_row_is_a_valid_genos_run(bench: ModuleType) -> None:
     """Each row's settings, as the --set flags and as the preprocess config file the harness
     writes, validate; a row changes what its name says."""
     names = [r.name for r in bench.ALL_ROWS]
-    assert names[0] == "baseline" and names[-1] == "combined" and len(set(names)) == len(names)
+    assert names[0] == "baseline" and names[-2:] == ["combined", "recipe"]
+    assert len(set(names)) == len(names)
     for row in bench.ALL_ROWS:
         for tiny in (False, True):
             settings = bench.run_settings(row, tiny)
@@ -50,9 +51,13 @@ def test_every_row_is_a_valid_genos_run(bench: ModuleType) -> None:
         "small", overrides=parse_overrides(bench.set_flags(by_name["nucleotide"].settings)[1::2])
     )
     assert nucleotide.model.vocab_size == 16  # sized from the tokenizer
-    combined = by_name["combined"].settings
-    for part in bench.COMBINED:
-        assert by_name[part].settings.items() <= combined.items()
+    for name, parts in (("combined", bench.COMBINED), ("recipe", bench.RECIPE)):
+        for part in parts:
+            assert by_name[part].settings.items() <= by_name[name].settings.items()
+    # The baseline pins the earlier 512-bp documents; the recipe is today's default, auto.
+    assert bench.run_settings(by_name["baseline"], False)["data.sequence_length_bp"] == 512
+    recipe = load_config("small", overrides=bench.run_settings(by_name["recipe"], False))
+    assert recipe.data.sequence_length_bp == load_config("small").data.sequence_length_bp
     assert bench.select_rows("rc,baseline") == [by_name["rc"], by_name["baseline"]]
     with pytest.raises(ValueError, match="unknown row 'lr'; rows: baseline, lr-2e-3"):
         bench.select_rows("baseline,lr")
