@@ -6,9 +6,10 @@ baseline on exactly the same bases, one row per training lever, in one command.
     python benchmarks/bench_quality.py --out bq --tokens 20000000  # another budget
     python benchmarks/bench_quality.py --tiny --tokens 16384 --out /tmp/bq   # the harness itself
 
-Each row trains the small preset (`genos train`, the README's first run: global batch 32,
-micro-batch 8) for `--tokens` tokens (default 2,000,000, that run's budget) with one lever
-changed, or several (`combined`), then scores it with `genos eval RUN --json --both-strands`:
+Each row trains the small preset (`genos train`, the README's earlier first run: global
+batch 32, micro-batch 8, 512-bp documents) for `--tokens` tokens (default 2,000,000, that
+run's budget) with one lever changed, or several (`combined`; `recipe` is the README's
+first run now), then scores it with `genos eval RUN --json --both-strands`:
 bits per base of the forward strand (the number training reports) and of both strands, each
 next to the order-10 Markov model fitted on the row's training data and scored on the same
 bases; delta = genos - Markov (negative: genos beats counting). Two parts:
