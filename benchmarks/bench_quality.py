@@ -186,6 +186,12 @@ def config_yaml(settings: Mapping[str, Any]) -> str:
     return json.dumps({"base": "small", **nested}, indent=2) + "\n"  # JSON is YAML
 
 
+# How bits per base is counted. Results counted another way are scored again (the run's
+# checkpoint is kept), not reused: "eod-counted" included the NLL of predicting
+# end-of-document ids, which spell no base; genos now leaves it out.
+SCORING = "bases-only"
+
+
 @dataclass
 class Result:
     part: str
@@ -204,6 +210,7 @@ class Result:
     bases: int  # bases scored on the forward strand
     sequence_length_bp: int  # the document length the run used ('auto' resolved)
     vocab_size: int
+    scoring: str = "eod-counted"  # results.json from before `scoring` existed
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -297,6 +304,10 @@ class Bench:
     def _done(self, key: tuple[Any, ...]) -> Result | None:
         return next((r for r in self.results if r.key == key), None)
 
+    def _record(self, result: Result) -> None:
+        self.results = [r for r in self.results if r.key != result.key] + [result]
+        self._save()
+
     # -- running genos -------------------------------------------------------------------------
 
     def genos(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -339,11 +350,19 @@ class Bench:
         settings = run_settings(row, self.args.tiny)
         a = self.args
         done = self._done((part, row.name, settings, a.tokens, a.seed, a.tiny))
-        if done is not None:
+        if done is not None and done.scoring == SCORING:
             print(f"[done] {part}/{row.name}: in {self.results_path}", flush=True)
             return done
         data = self.data(part, settings)
         run = self.out / "runs" / f"{part}-{row.name}-{self.args.tokens}-s{self.args.seed}"
+        if done is not None and (run / "checkpoints").is_dir():
+            print(f"[score] {part}/{row.name}: counted {done.scoring}, scoring again")
+            t0 = time.perf_counter()
+            rescored = Result(**{**done.__dict__, **self.evaluate(part, run, data),
+                                 "eval_seconds": time.perf_counter() - t0,
+                                 "scoring": SCORING})  # fmt: skip
+            self._record(rescored)
+            return rescored
         if run.exists():  # an interrupted earlier attempt: start it afresh
             shutil.rmtree(run)
         print(f"[run ] {part}/{row.name}: {row.what}", flush=True)
@@ -355,21 +374,25 @@ class Bench:
         train_seconds = time.perf_counter() - t0
         plan = json.loads((run / "run_plan.json").read_text())
         t0 = time.perf_counter()
-        where = [] if part == "ecoli" else ["--data", self.holdout(), "--markov-data", data]
-        report = json.loads(self.genos("eval", run, "--json", "--both-strands", *where).stdout)
+        scores = self.evaluate(part, run, data)
         result = Result(
             part=part, row=row.name, settings=settings, tokens=self.args.tokens,
             seed=self.args.seed, tiny=self.args.tiny, steps=plan["total_steps"],
             train_seconds=train_seconds, eval_seconds=time.perf_counter() - t0,
             sequence_length_bp=plan["config"]["data"]["sequence_length_bp"],
-            vocab_size=plan["config"]["model"]["vocab_size"], **results_from(report),
+            vocab_size=plan["config"]["model"]["vocab_size"], scoring=SCORING, **scores,
         )  # fmt: skip
-        self.results.append(result)
-        self._save()
+        self._record(result)
         delta = _delta(result.bits_per_base, result.markov)
         summary = f"{result.bits_per_base:.4f} bits/base, Markov {_number(result.markov)}"
         print(f"[ ok ] {part}/{row.name}: {summary} ({delta}), {_duration(train_seconds)}")
         return result
+
+    def evaluate(self, part: str, run: Path, data: Path) -> dict[str, Any]:
+        """`genos eval --both-strands` of a run's last checkpoint, as `Result` fields."""
+        where = [] if part == "ecoli" else ["--data", self.holdout(), "--markov-data", data]
+        report = json.loads(self.genos("eval", run, "--json", "--both-strands", *where).stdout)
+        return results_from(report)
 
     def run(self) -> int:
         rows = select_rows(self.args.rows)

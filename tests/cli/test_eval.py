@@ -111,6 +111,29 @@ def test_both_strands_scores_documents_and_their_reverse_complements(
     assert "both strands" in result.stdout and "reverse complement:" in result.stdout
 
 
+def test_quality_gap_adds_up_to_what_eval_reports(trained: dict[str, Path], on_val: dict) -> None:
+    """benchmarks/quality_gap.py splits `genos eval`'s gap to the Markov model by context
+    count and by document; every split adds up to eval's own figures."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "quality_gap.py"
+    spec = importlib.util.spec_from_file_location("quality_gap", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    r = module.analyse(trained["run"], top=1000)
+    markov = on_val["baselines"][0]["bits_per_base"]
+    assert r["bases"] == on_val["bases"]
+    assert r["genos"] == pytest.approx(on_val["bits_per_base"], rel=1e-5)
+    assert r["markov"] == pytest.approx(markov, rel=1e-9)
+    assert r["gap"] == pytest.approx(r["genos"] - r["markov"], abs=1e-9)
+    for parts in (r["by_context_count"], r["top_documents"]):
+        assert sum(p["share"] for p in parts) == pytest.approx(1.0)
+        assert sum(p["gap"] for p in parts) == pytest.approx(r["gap"], abs=1e-9)
+    assert r["gap_in_top_documents"] == pytest.approx(r["gap"], abs=1e-9)
+    assert "bits/base against order-10 Markov" in module.render(r)
+
+
 def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice: Path) -> None:
     result = genos("eval", trained["run"], "--data", saureus_slice, "--stride", "64")
     assert result.exit_code == 0, result.output

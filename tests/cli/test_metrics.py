@@ -295,6 +295,22 @@ def test_peak_measures_once_then_uses_the_cache(
     assert "measured now" in genos("metrics", "peak", "--threads", "1", "--refresh").stdout
 
 
+def test_peak_keeps_the_best_figure_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A peak measured while the CPU was busy understates it; measuring again never lowers it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from genos_cli.telemetry import peak
+
+    cache = tmp_path / "genos" / "cpu_peak.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({peak._cpu_key(1): 1e15}))  # above anything a CPU measures
+    assert peak.cpu_peak_flops(1, refresh=True) == 1e15
+    cache.write_text(json.dumps({peak._cpu_key(1): 1.0}))  # a figure from a saturated CPU
+    better = peak.cpu_peak_flops(1, refresh=True)
+    assert better > 1.0 and json.loads(cache.read_text()) == {peak._cpu_key(1): better}
+
+
 def test_peak_shows_the_table_entry_of_each_gpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,6 +64,7 @@ def test_bits_per_base_by_hand() -> None:
     logits = torch.zeros(2, 2, tok.vocab_size)  # uniform: each scored label costs ln V nats
     sums = nll_sums(logits, labels, torch.from_numpy(table))
     assert sums.dtype == torch.float64
-    nll, scored, bases = sums.tolist()
+    nll, scored, bases, base_nll = sums.tolist()
     assert (scored, bases) == (3.0, 5.0)
-    assert nll == pytest.approx(3 * math.log(tok.vocab_size))
+    assert nll == pytest.approx(3 * math.log(tok.vocab_size))  # the loss counts the eod
+    assert base_nll == pytest.approx(2 * math.log(tok.vocab_size))  # bits per base does not

@@ -152,3 +152,19 @@ def test_tiny_campaign_runs_and_resumes(tmp_path: Path, genomes_dir: Path) -> No
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("[done]") == 2 and "[run ]" not in again.stdout
+    # A result counted the earlier way is scored again from its checkpoint, not retrained.
+    stale = json.loads((out / "results.json").read_text())
+    stale["results"][0].pop("scoring")
+    stale["results"][0]["bits_per_base"] = 9.9
+    (out / "results.json").write_text(json.dumps(stale))
+    rescored = subprocess.run(
+        [*cmd, "--part", "ecoli", "--rows", "baseline"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert rescored.returncode == 0, rescored.stdout[-3000:] + rescored.stderr[-3000:]
+    assert "[score] ecoli/baseline: counted eod-counted" in rescored.stdout
+    assert "[run ]" not in rescored.stdout
+    after = json.loads((out / "results.json").read_text())["results"]
+    assert len(after) == 3 and after[-1]["scoring"] == "bases-only"
+    assert after[-1]["bits_per_base"] == pytest.approx(ecoli["bits_per_base"], abs=0.05)
+    assert after[-1]["train_seconds"] == ecoli["train_seconds"]

@@ -119,9 +119,11 @@ def test_bits_per_base_of_a_single_window_by_hand(ecoli_runs: list[str]) -> None
     ids = torch.from_numpy(docs.tokens)[None]
     with torch.no_grad():
         logits = model(ids[:, :-1]).logits
-    nll = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum").item()
+    nll = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="none")
     assert result.tokens == 300 and result.bases == 299  # the eod spells no base
-    assert result.bits_per_base == pytest.approx(nll / math.log(2) / 299, rel=1e-6)
+    assert result.loss == pytest.approx(nll.mean().item(), rel=1e-6)  # the loss counts it
+    base_nll = nll[:-1].sum().item()  # bits per base does not: it spells no base
+    assert result.bits_per_base == pytest.approx(base_nll / math.log(2) / 299, rel=1e-6)
     assert result.expert_counts.sum() == 2 * 2 * 300  # layers x top-2 x tokens
 
 

@@ -137,8 +137,8 @@ def peak(
 ) -> None:
     """Show the peak FLOP/s that MFU is measured against.
 
-    This CPU's fp32 matmul rate (measured once, then cached) and, for each NVIDIA GPU, its
-    dense TFLOP/s entry in genos's table.
+    This CPU's fp32 matmul rate (the best measured here, cached; training measures again
+    at every start) and, for each NVIDIA GPU, its dense TFLOP/s entry in genos's table.
     """
     import torch
 

@@ -49,12 +49,15 @@ def bases_per_token(tokenizer: DNATokenizer) -> np.ndarray:
 
 
 def bits_per_base(nll_nats_sum: float, bases: float) -> float:
-    """Total NLL in bits over all predicted tokens divided by the bases they spell.
+    """Total NLL in bits of the predicted tokens that spell bases, divided by those bases.
 
     bpb = sum_t -ln p(x_t | x_<t) / ln 2 / sum_t bases(x_t), summed over every predicted
-    token t, end-of-document ids included (their loss counts, their bases are 0). Comparable
-    across tokenizers, unlike loss per token: it is the compression rate of the DNA in bits
-    per nucleotide (2 bits = a uniform guess over A/C/G/T).
+    token t that spells at least one base. End-of-document ids spell none and are left out:
+    where a document ends is given, not DNA to compress, and the Markov baseline, which
+    scores bases only, never pays for it (the loss per token still counts them). Their
+    probability mass is not: whatever the model puts on them is missing from the bases'.
+    Comparable across tokenizers, unlike loss per token: it is the compression rate of the
+    DNA in bits per nucleotide (2 bits = a uniform guess over A/C/G/T).
     """
     if bases <= 0:
         raise ValueError(f"bits per base needs a positive number of bases, got {bases}")

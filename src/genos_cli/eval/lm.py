@@ -30,6 +30,7 @@ class LMEvaluation:
     tokens: int  # tokens scored
     bases: int  # bases those tokens spell
     nll_nats: float  # total negative log-likelihood
+    base_nll_nats: float  # of the tokens that spell bases (end-of-document ids left out)
     windows: int
     context: int
     stride: int
@@ -47,7 +48,7 @@ class LMEvaluation:
 
     @property
     def bits_per_base(self) -> float:
-        return bits_per_base(self.nll_nats, self.bases) if self.bases else float("nan")
+        return bits_per_base(self.base_nll_nats, self.bases) if self.bases else float("nan")
 
     @property
     def tokens_per_second(self) -> float:
@@ -63,6 +64,7 @@ def combined(parts: Sequence[LMEvaluation]) -> LMEvaluation:
         tokens=sum(p.tokens for p in parts),
         bases=sum(p.bases for p in parts),
         nll_nats=sum(p.nll_nats for p in parts),
+        base_nll_nats=sum(p.base_nll_nats for p in parts),
         windows=sum(p.windows for p in parts),
         context=parts[0].context,
         stride=parts[0].stride,
@@ -90,7 +92,7 @@ def evaluate_model(
     stride = stride or context
     device = torch.device(device)
     table = torch.as_tensor(bases_per_token, dtype=torch.float64, device=device)  # (V,)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bases
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # see nll_sums
     counts = torch.zeros(cfg.num_layers, cfg.num_experts, dtype=torch.float64, device=device)
     scored = forwarded = n_windows = 0
     total = max(docs.tokens.size - 1, 0)
@@ -106,11 +108,12 @@ def evaluate_model(
         counts += out.expert_counts.double()
         if progress is not None:
             progress(scored, total)
-    nll, tokens, bases = sums.tolist()
+    nll, tokens, bases, base_nll = sums.tolist()
     return LMEvaluation(
         tokens=int(tokens),
         bases=int(bases),
         nll_nats=nll,
+        base_nll_nats=base_nll,
         windows=n_windows,
         context=context,
         stride=stride,

@@ -89,6 +89,12 @@ class MarkovModel:
             p[ok] = (hit + beta * p[ok]) / (seen.sum(axis=1) + beta)
         return p
 
+    def context_counts(self, codes: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """How often each base's order-k context was seen in training: (N,) int64, -1 where
+        the base is fewer than k bases into its document."""
+        *_, (k, ctx) = _contexts(codes.astype(np.int64), self.order)
+        return np.where(pos >= k, self.counts[k][ctx].sum(axis=1), -1)
+
     def nll_bits(self, codes: np.ndarray, pos: np.ndarray) -> float:
         """Total -log2 P over the bases."""
         return float(-np.log2(self.probabilities(codes, pos)).sum())

@@ -26,22 +26,26 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def nll_sums(
     logits: torch.Tensor, labels: torch.Tensor, bases_per_token: torch.Tensor
 ) -> torch.Tensor:
-    """(total NLL in nats, labels scored, bases they spell) as a (3,) float64 tensor on the
-    logits' device, without a host sync: what bits per base is summed from.
+    """(total NLL in nats, labels scored, bases they spell, NLL of the labels that spell
+    bases) as a (4,) float64 tensor on the logits' device, without a host sync: what loss
+    and bits per base are summed from.
 
     logits: (B, T, V); labels: (B, T) aligned with the logits, `IGNORE_INDEX` = not scored;
     bases_per_token: (V,) the bases each id spells (`genos_cli.data.bases.bases_per_token`).
-    Training-time validation and `genos eval` both count with this, so they agree.
+    The loss counts every scored label; bits per base only those that spell bases (see
+    `genos_cli.data.bases.bits_per_base`). Training-time validation and `genos eval` both
+    count with this, so they agree.
     """
     flat = labels.reshape(-1)
     scored = flat != IGNORE_INDEX
     nll = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )  # fmt: skip
+        reduction="none",
+    ).double()  # fmt: skip
     table = bases_per_token.to(device=flat.device, dtype=torch.float64)
-    bases = torch.where(scored, table[flat.clamp(min=0)], 0.0).sum()
-    return torch.stack([nll.double(), scored.sum().double(), bases])
+    spelled = torch.where(scored, table[flat.clamp(min=0)], 0.0)
+    base_nll = torch.where(spelled > 0, nll, 0.0).sum()
+    return torch.stack([nll.sum(), scored.sum().double(), spelled.sum(), base_nll])
 
 
 def load_balancing_loss(

@@ -117,10 +117,15 @@ def measure_cpu_matmul_peak(threads: int, seconds: float = 1.0, n: int = 1024) -
 
 
 def cpu_peak_flops(threads: int, *, refresh: bool = False) -> float:
-    """This machine's measured fp32 matmul peak for `threads` threads, cached per CPU."""
-    if not refresh and (cached := cached_cpu_peak_flops(threads)) is not None:
+    """This machine's fp32 matmul peak for `threads` threads: the best ever measured here.
+
+    A peak is a maximum, and a measurement taken while other work shares the CPU can only
+    understate it (a cached figure measured on a busy machine once gave MFU above 100%), so
+    `refresh` measures again and the cache keeps the larger of the two figures."""
+    cached = cached_cpu_peak_flops(threads)
+    if not refresh and cached is not None:
         return cached
-    peak = measure_cpu_matmul_peak(threads)
+    peak = max(measure_cpu_matmul_peak(threads), cached or 0.0)
     table = _read_cpu_cache()
     table[_cpu_key(threads)] = peak
     try:

@@ -170,13 +170,14 @@ class Trainer:
 
     def _peak_flops(self) -> float | None:
         """Peak FLOP/s of one device (MFU's denominator): --peak-tflops, else the GPU table
-        entry for the device's name and dtype, else this CPU's measured matmul peak."""
+        entry for the device's name and dtype, else this CPU's matmul peak, measured again
+        (a second) at every start so that the cached best-ever figure keeps improving."""
         if self.plan.peak_tflops is not None:
             return self.plan.peak_tflops * 1e12
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device)
             return gpu_peak_flops(name, self.runtime.precision)
-        return cpu_peak_flops(torch.get_num_threads())
+        return cpu_peak_flops(torch.get_num_threads(), refresh=True)
 
     def _validation_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's share of the first `eval_iters` micro-batches of validation windows,
@@ -472,17 +473,17 @@ class Trainer:
         compare across steps and runs (and with `genos eval` on the same data)."""
         module = self.runtime.module
         module.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # nll, tokens, bases
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # see nll_sums
         for input_ids, labels in self.val_batches:
             with self.runtime.autocast():
                 logits = module(input_ids.to(self.device)).logits
             sums += nll_sums(logits, labels.to(self.device), self.bases)
         module.train()
-        nll, tokens, bases = self.runtime.all_reduce_sum(sums).tolist()
+        nll, tokens, bases, base_nll = self.runtime.all_reduce_sum(sums).tolist()
         record = EvalRecord(
             step=self.step,
             val_loss=nll / max(tokens, 1),
-            val_bits_per_base=bits_per_base(nll, bases) if bases > 0 else float("nan"),
+            val_bits_per_base=bits_per_base(base_nll, bases) if bases > 0 else float("nan"),
             val_tokens=int(tokens),
             val_bases=int(bases),
             time=time.time(),
