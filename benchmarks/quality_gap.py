@@ -35,6 +35,7 @@ from genos_cli import checkpoint
 from genos_cli.data.bases import PieceTable, bases_per_token
 from genos_cli.data.documents import TokenDocuments
 from genos_cli.data.score_windows import IGNORE_INDEX, window_batches
+from genos_cli.errors import GenosError
 from genos_cli.eval.data import token_documents
 from genos_cli.eval.lm import fit_markov
 from genos_cli.eval.markov import DEFAULT_CONCENTRATION, DEFAULT_ORDER, positions_in_documents
@@ -70,7 +71,7 @@ def analyse(run: Path, top: int = 8) -> dict[str, Any]:
     ckpt = checkpoint.load(run, torch.device("cpu"))
     meta = ckpt.meta.get("data", {})
     if not meta.get("val") or not meta.get("train"):
-        raise SystemExit(f"{run}: the checkpoint records no train/validation data")
+        raise GenosError(f"{run}: the checkpoint records no train/validation data")
     table = PieceTable.of(ckpt.tokenizer)
     spelled = bases_per_token(ckpt.tokenizer)
     with token_documents([Path(p) for p in meta["train"]], ckpt, split="train") as fit:
@@ -150,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=8, help="documents to list")
     parser.add_argument("--json", action="store_true", help="print JSON instead")
     args = parser.parse_args(argv)
-    report = analyse(args.run, args.top)
+    try:
+        report = analyse(args.run, args.top)
+    except GenosError as exc:  # a missing or unreadable run: one sentence, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

@@ -132,6 +132,7 @@ def test_quality_gap_adds_up_to_what_eval_reports(trained: dict[str, Path], on_v
         assert sum(p["gap"] for p in parts) == pytest.approx(r["gap"], abs=1e-9)
     assert r["gap_in_top_documents"] == pytest.approx(r["gap"], abs=1e-9)
     assert "bits/base against order-10 Markov" in module.render(r)
+    assert module.main([str(trained["run"].parent / "no-such-run")]) == 1  # one sentence
 
 
 def test_eval_on_fasta_renders_the_table(trained: dict[str, Path], saureus_slice: Path) -> None:
